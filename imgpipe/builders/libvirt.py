@@ -1,0 +1,272 @@
+"""Build VMs on a local libvirtd: a copy-on-write overlay on the cached base,
+user-mode networking with SSH forwarded to 127.0.0.1, a pinned host key."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
+from imgpipe.builders.libvirt_domain import Accelerator, DomainPlan, domain_xml, probe_accelerator
+from imgpipe.builders.sshkeys import (
+    KeyPair,
+    free_loopback_port,
+    generate_ed25519,
+    ssh_banner,
+    wait_until,
+    write_known_hosts,
+)
+from imgpipe.capture import ImageFormat, convert_image, sha256_file
+from imgpipe.errors import BuildError, run_command
+from imgpipe.journal import remove_path
+
+
+class LibvirtSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    builder: Literal["libvirt"] = Field(description="Build in a local libvirt/qemu VM.")
+    uri: str = Field("qemu:///system", description="libvirt connection URI.")
+    accelerator: Accelerator = Field(Accelerator.auto, description="auto probes; tcg where KVM fails.")
+    memory_mb: int = Field(1024, ge=256, le=65536, description="Build VM memory in MiB.")
+    cpus: int = Field(2, ge=1, le=64, description="Build VM virtual CPUs.")
+    disk_gb: int = Field(8, ge=2, le=2048, description="Disk size of the build VM and image in GiB.")
+    format: ImageFormat = Field(ImageFormat.qcow2, description="Captured image format.")
+    compression: Literal["zstd", "zlib", "none"] = Field(
+        "zstd", description="qcow2 compression; zlib for readers older than qemu 5.1."
+    )
+    ssh_timeout_s: int = Field(600, ge=10, description="How long to wait for SSH after boot.")
+    shutdown_timeout_s: int = Field(120, ge=5, description="Clean power-off deadline before destroy.")
+
+
+def _connect(uri: str) -> Any:
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # we raise, libvirt must not print
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise BuildError(
+            f"cannot connect to libvirt at {uri}: {exc}",
+            hint="start the daemons (./run does: virtlogd -d; libvirtd -d) or set the target's 'uri'",
+        ) from None
+
+
+def remove_domain(uri: str, name: str) -> None:
+    """Cleaner: destroy and undefine a build domain; absent is fine."""
+    import libvirt
+
+    conn = _connect(uri)
+    try:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return
+        if dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                if dom.isActive():
+                    raise
+        if dom.isPersistent():
+            dom.undefine()
+    finally:
+        conn.close()
+
+
+def console_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_bytes().decode(errors="replace")
+    except OSError:
+        return "(no console output)"
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text)
+    return "\n".join(text.splitlines()[-lines:]) or "(no console output)"
+
+
+class LibvirtBuilder:
+    Settings: ClassVar[type[BaseModel]] = LibvirtSettings
+    builder_type: ClassVar[str] = "imgpipe.libvirt"
+
+    def __init__(self, ctx: TargetContext) -> None:
+        self.ctx = ctx
+        self.settings: LibvirtSettings = ctx.settings  # type: ignore[assignment]
+        self.domain_name = f"imgpipe-{ctx.build_id}-{ctx.target}"
+        self.disk = ctx.workdir / "disk.qcow2"
+        self.console_log = ctx.log_dir / "console.log"
+        self.base: Path | None = None
+        self.endpoint: SSHEndpoint | None = None
+
+    def prepare(self) -> dict[str, object]:
+        from imgpipe.sources import resolve_source
+
+        resolved = resolve_source(self.ctx.loaded, self.ctx.emit)
+        self.base = resolved.path
+        self.base_format = resolved.format
+        return resolved.record
+
+    def _make_seed(self, client: KeyPair, host: KeyPair) -> Path:
+        from imgpipe.cloudinit import write_nocloud_seed
+
+        seed = self.ctx.workdir / "seed.iso"
+        write_nocloud_seed(
+            seed,
+            instance_id=f"imgpipe-{self.ctx.build_id}",
+            hostname=f"imgpipe-{self.ctx.target}",
+            user_data={
+                "ssh_keys": {
+                    "ed25519_private": host.private.read_text(),
+                    "ed25519_public": host.public,
+                },
+                "ssh_deletekeys": True,
+                "ssh_genkeytypes": [],
+                "disable_root": False,
+                "users": [],
+                "ssh_authorized_keys": [client.public],
+            },
+        )
+        host.private.unlink()  # only the seed needs it now; the seed goes with the workdir
+        return seed
+
+    def launch(self) -> SSHEndpoint:
+        assert self.base is not None, "prepare() first"
+        wd, s = self.ctx.workdir, self.settings
+        client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
+        host = generate_ed25519(wd / "host_key", f"imgpipe-host-{self.ctx.build_id}")
+        seed = self._make_seed(client, host)
+        run_command(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                self.base_format,
+                "-b",
+                str(self.base),
+                str(self.disk),
+                f"{s.disk_gb}G",
+            ]
+        )
+        accel = probe_accelerator(s.accelerator)
+        self.ctx.emit.message(f"accelerator {accel.value}, {s.cpus} vCPU, {s.memory_mb} MiB")
+        conn = _connect(s.uri)
+        try:
+            port = self._start_domain(conn, accel, seed)
+        finally:
+            conn.close()
+        known_hosts = wd / "known_hosts"
+        write_known_hosts(known_hosts, "127.0.0.1", port, host)
+        self.endpoint = SSHEndpoint(
+            "127.0.0.1", port, "root", client.private, known_hosts, host.fingerprint, client.public
+        )
+        with self.ctx.emit.stage("boot_to_ssh"):
+            self._wait_for_ssh(self.endpoint)
+        return self.endpoint
+
+    def _start_domain(self, conn: Any, accel: Accelerator, seed: Path) -> int:
+        import libvirt
+
+        s = self.settings
+        # Recorded before it exists: a kill -9 between create and record must not leak it.
+        self.ctx.resources.track("libvirt-domain", remove_domain, uri=s.uri, name=self.domain_name)
+        for _attempt in range(3):  # the free port may be taken between probe and bind
+            port = free_loopback_port()
+            plan = DomainPlan(
+                self.domain_name,
+                self.ctx.build_id,
+                self.ctx.target,
+                accel,
+                s.memory_mb,
+                s.cpus,
+                self.disk,
+                seed,
+                self.console_log,
+                port,
+            )
+            try:
+                conn.createXML(domain_xml(plan), 0)
+                return port
+            except libvirt.libvirtError as exc:
+                if "hostfwd" not in str(exc) and "Could not set up host forwarding" not in str(exc):
+                    raise BuildError(f"libvirt could not start the build VM: {exc}") from None
+        raise BuildError("could not forward a free loopback port to the build VM")
+
+    def _domain_running(self) -> bool:
+        import libvirt
+
+        conn = _connect(self.settings.uri)
+        try:
+            return bool(conn.lookupByName(self.domain_name).isActive())
+        except libvirt.libvirtError:
+            return False
+        finally:
+            conn.close()
+
+    def _wait_for_ssh(self, ep: SSHEndpoint) -> None:
+        deadline = time.monotonic() + self.settings.ssh_timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            if self.ctx.cancel.is_set():
+                return
+            if ssh_banner(ep.host, ep.port):
+                try:
+                    run_command([*ep.ssh_argv("-o", "ConnectTimeout=5"), "true"], timeout=30)
+                    return
+                except BuildError as exc:
+                    last = str(exc)
+            elif not self._domain_running():
+                raise BuildError(
+                    "the build VM stopped before SSH answered; console tail:\n"
+                    + console_tail(self.console_log)
+                )
+            wait_until(deadline, 0.5)
+        raise BuildError(
+            f"SSH on 127.0.0.1:{ep.port} did not answer with the pinned host key within "
+            f"{self.settings.ssh_timeout_s} s{(': ' + last.splitlines()[-1]) if last else ''}\n"
+            f"console tail ({self.console_log}):\n{console_tail(self.console_log)}",
+            hint="raise ssh_timeout_s, or check that the image runs cloud-init with NoCloud",
+        )
+
+    def stop(self) -> None:
+        import libvirt
+
+        conn = _connect(self.settings.uri)
+        try:
+            dom = conn.lookupByName(self.domain_name)
+            deadline = time.monotonic() + self.settings.shutdown_timeout_s
+            while dom.isActive() and time.monotonic() < deadline:
+                try:
+                    dom.shutdown()  # ACPI; the guest's logind powers off
+                except libvirt.libvirtError:
+                    if not dom.isActive():
+                        break
+                wait_until(deadline, 1.0)
+            if self._domain_running():
+                self.ctx.emit.message("clean power-off missed its deadline; destroying the VM")
+                remove_domain(self.settings.uri, self.domain_name)
+        except libvirt.libvirtError:
+            pass  # a transient domain vanishes once it is off
+        finally:
+            conn.close()
+
+    def capture(self, dest_dir: Path, basename: str) -> Artifact:
+        s = self.settings
+        name = f"{basename}.{s.format.value}"
+        partial = dest_dir / f".{name}.partial"
+        self.ctx.resources.track("partial-image", remove_path, path=str(partial))
+        convert_image(self.disk, partial, s.format, s.compression)
+        return Artifact(partial, name, s.format.value, sha256_file(partial), partial.stat().st_size)
+
+    def debug_hint(self) -> str:
+        ep = self.endpoint
+        ssh = " ".join(ep.ssh_argv()) if ep else "(the VM never reached SSH)"
+        return (
+            f"build VM {self.domain_name} is kept running for debugging.\n"
+            f"  reach it:  {ssh}\n"
+            f"  console:   {self.console_log}\n"
+            f"  remove it: imgpipe gc --build {self.ctx.build_id}"
+        )

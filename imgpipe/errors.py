@@ -1,0 +1,78 @@
+"""The error hierarchy. Every error a user can cause or meet is one of these,
+carrying a message and a hint; the CLI renders them, core code never prints."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Sequence
+
+
+class ImgpipeError(Exception):
+    """Base of every error imgpipe reports to a user (exit code 1 unless overridden)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class SpecError(ImgpipeError):
+    """Bad input: spec, var file or flag. Carries one or more located problems."""
+
+    exit_code = 2
+
+
+class BuildError(ImgpipeError):
+    """A build step failed (VM, disk, capture)."""
+
+
+class ProvisionError(BuildError):
+    """Ansible failed on the build VM; names host, role, task and message."""
+
+
+class Interrupted(ImgpipeError):
+    """The user pressed Ctrl-C or the process got SIGTERM."""
+
+    exit_code = 130
+
+
+class CommandError(BuildError):
+    """An external command failed: report its exact command line and exit code."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str = "") -> None:
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        msg = f"command failed with exit code {returncode}: {shlex.join(argv)}"
+        if tail:
+            msg += f"\n{tail}"
+        super().__init__(msg)
+        self.argv = list(argv)
+        self.returncode = returncode
+
+
+def run_command(argv: Sequence[str], *, timeout: float | None = None, input: bytes | None = None) -> str:
+    """Run a command to completion; raise CommandError (with its output tail) on failure."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise BuildError(
+            f"{argv[0]} is not installed", hint="run ./run once to install system packages"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BuildError(f"command timed out after {timeout} s: {shlex.join(argv)}") from exc
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, out)
+    return out

@@ -1,0 +1,250 @@
+"""bake: for each target, in parallel, a script of verb-named steps over one
+TargetContext. Every temporary resource is journaled when created and removed
+on success, failure, Ctrl-C or SIGTERM; a failed target never leaves an image."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from imgpipe import __version__
+from imgpipe.builders import builder_class
+from imgpipe.builders.base import Artifact, Builder, SSHEndpoint, TargetContext
+from imgpipe.capture import finalize
+from imgpipe.errors import BuildError, ImgpipeError, Interrupted
+from imgpipe.events import Emitter, EventSink
+from imgpipe.journal import Resources, remove_path
+from imgpipe.manifest import TargetRecord, write_manifest
+from imgpipe.paths import cache_dir, state_dir
+from imgpipe.spec.load import LoadedSpec
+from imgpipe.spec.variables import ResolvedVar
+
+
+class OnError(StrEnum):
+    cleanup = "cleanup"
+    abort = "abort"
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    output: Path
+    targets: tuple[str, ...]
+    variables: dict[str, ResolvedVar]
+    on_error: OnError = OnError.cleanup
+
+
+@dataclass
+class BakeResult:
+    build_id: str
+    output_dir: Path
+    records: list[TargetRecord] = field(default_factory=list)
+    errors: dict[str, ImgpipeError] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def new_build_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _checkpoint(ctx: TargetContext) -> None:
+    if ctx.cancel.is_set():
+        raise Interrupted("interrupted")
+
+
+def _extravars(ctx: TargetContext, variables: dict[str, ResolvedVar]) -> dict[str, Any]:
+    return {
+        **{name: v.value for name, v in variables.items()},
+        "imgpipe_build": {"id": ctx.build_id, "target": ctx.target, "spec": ctx.loaded.spec.name},
+    }
+
+
+def _read_machine_id(ep: SSHEndpoint) -> str:
+    from imgpipe.errors import run_command
+
+    return run_command([*ep.ssh_argv(), "cat", "/etc/machine-id"], timeout=60).strip()
+
+
+class TargetBake:
+    """One target's build. Steps run in order; resources unwind in reverse."""
+
+    def __init__(self, ctx: TargetContext, builder: Builder, options: BakeOptions, out: Path) -> None:
+        self.ctx, self.builder, self.options, self.out = ctx, builder, options, out
+        self.record = TargetRecord(ctx.target, builder.builder_type, False, int(time.time()))
+
+    def run(self) -> None:
+        ctx, emit = self.ctx, self.ctx.emit
+        start = time.monotonic()
+        try:
+            with emit.stage("source"):
+                self.record.source = self.builder.prepare()
+            _checkpoint(ctx)
+            with emit.stage("launch"):
+                endpoint = self.builder.launch()
+            _checkpoint(ctx)
+            self.record.build_vm = {"host_key": endpoint.host_key_fingerprint}
+            self.provision(endpoint)
+            self.seal(endpoint)
+            with emit.stage("shutdown"):
+                self.builder.stop()
+            _checkpoint(ctx)
+            with emit.stage("capture"):
+                artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
+            _checkpoint(ctx)
+            self.publish_locally(artifact)
+        except BaseException as exc:
+            self.record.error = str(exc) if isinstance(exc, ImgpipeError) else repr(exc)
+            if self.options.on_error == OnError.abort and not isinstance(
+                exc, Interrupted | KeyboardInterrupt
+            ):
+                ctx.resources.keep()
+                emit("kept", hint=self.builder.debug_hint())
+            raise
+        finally:
+            with emit.stage("cleanup"):
+                for failure in ctx.resources.close():
+                    emit("error", message=str(failure))
+            self.record.timings = {**emit.timings, "total": round(time.monotonic() - start, 3)}
+
+    def provision(self, endpoint: SSHEndpoint) -> None:
+        from imgpipe.provision import AnsibleSession, provision_playbook
+
+        self.session = AnsibleSession(self.ctx, endpoint)
+        plays = provision_playbook(self.ctx)
+        with self.ctx.emit.stage("provision"):
+            if plays:
+                self.session.run("provision", plays, _extravars(self.ctx, self.options.variables))
+        _checkpoint(self.ctx)
+
+    def seal(self, endpoint: SSHEndpoint) -> None:
+        from imgpipe.provision import seal_plays
+
+        seal = self.ctx.loaded.spec.seal
+        with self.ctx.emit.stage("seal"):
+            self.record.build_vm["machine_id"] = _read_machine_id(endpoint)
+            if seal.enabled:
+                self.session.run(
+                    "seal",
+                    seal_plays(self.ctx),
+                    {
+                        "imgpipe_seal_skip": [s.value for s in seal.skip],
+                        "imgpipe_build_authorized_key": endpoint.authorized_key,
+                    },
+                )
+        _checkpoint(self.ctx)
+
+    def publish_locally(self, artifact: Artifact) -> None:
+        final = self.out / artifact.name
+        with open(self.out / "SHA256SUMS", "a") as sums:
+            sums.write(f"{artifact.sha256}  {artifact.name}\n")
+        finalize(artifact.partial, final)
+        self.record.ok = True
+        self.record.files = [{"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256}]
+        self.record.artifact_id = artifact.name
+
+
+def _inputs(loaded: LoadedSpec) -> dict[str, Any]:
+    from ansible.release import __version__ as ansible_version
+
+    from imgpipe.roles import resolve_roles
+
+    return {
+        "version": __version__,
+        "ansible_core": ansible_version,
+        "roles": [
+            {"name": r.name, "path": str(r.path) if r.path else None, "sha256": r.sha256}
+            for r in resolve_roles(loaded)
+        ],
+    }
+
+
+def bake(
+    loaded: LoadedSpec, options: BakeOptions, sink: EventSink, cancel: threading.Event | None = None
+) -> BakeResult:
+    """Bake every selected target in parallel. Never raises for a target's
+    failure: the result carries per-target errors. Raises Interrupted if cancelled."""
+    cancel = cancel or threading.Event()
+    build_id = new_build_id()
+    out = options.output / loaded.spec.name / build_id
+    out.mkdir(parents=True, exist_ok=True)
+    result = BakeResult(build_id, out)
+    bakes = [_target_bake(loaded, options, sink, cancel, build_id, name, out) for name in options.targets]
+
+    def run_one(tb: TargetBake) -> None:
+        try:
+            tb.run()
+            tb.ctx.emit("target_finished", ok=True)
+        except BaseException as exc:  # noqa: BLE001 - recorded per target, reported by the CLI
+            err = (
+                exc
+                if isinstance(exc, ImgpipeError)
+                else (
+                    Interrupted("interrupted")
+                    if isinstance(exc, KeyboardInterrupt)
+                    else BuildError(f"unexpected {type(exc).__name__}: {exc}")
+                )
+            )
+            result.errors[tb.ctx.target] = err
+            tb.ctx.emit("target_finished", ok=False, error=str(err))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(bakes))) as pool:
+        futures = [pool.submit(run_one, tb) for tb in bakes]
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            cancel.set()
+            for tb in bakes:
+                tb.ctx.cancel.set()
+            for f in futures:
+                f.result()
+            raise Interrupted("interrupted; every temporary resource was removed") from None
+    result.records = [tb.record for tb in bakes]
+    spec_record = {"name": loaded.spec.name, "path": str(loaded.path)}
+    write_manifest(
+        out / "manifest.json",
+        run_uuid=build_id,
+        spec=spec_record,
+        targets=result.records,
+        inputs=_inputs(loaded),
+    )
+    return result
+
+
+def _target_bake(
+    loaded: LoadedSpec,
+    options: BakeOptions,
+    sink: EventSink,
+    cancel: threading.Event,
+    build_id: str,
+    name: str,
+    out: Path,
+) -> TargetBake:
+    resources = Resources(state_dir() / "journal", build_id, name)
+    workdir = cache_dir() / "work" / f"{build_id}-{name}"
+    resources.track("workdir", remove_path, path=str(workdir))
+    workdir.mkdir(parents=True)
+    workdir.chmod(0o700)
+    log_dir = out / "logs" / name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ctx = TargetContext(
+        build_id=build_id,
+        target=name,
+        loaded=loaded,
+        settings=loaded.targets[name],
+        workdir=workdir,
+        log_dir=log_dir,
+        resources=resources,
+        emit=Emitter(sink, name),
+        cancel=cancel,
+    )
+    builder_type: Any = builder_class(loaded.targets[name].builder)  # type: ignore[attr-defined]
+    return TargetBake(ctx, builder_type(ctx), options, out)

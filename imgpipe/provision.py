@@ -1,0 +1,171 @@
+"""Apply roles and playbooks to the build VM with ansible-runner over pinned SSH.
+A failed run is a status plus events; we turn it into one ProvisionError that
+names host, role, task and message."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgpipe.builders.base import SSHEndpoint, TargetContext
+from imgpipe.errors import Interrupted, ProvisionError
+from imgpipe.journal import remove_path
+from imgpipe.roles import roles_path
+from imgpipe.shipped import shipped_dir
+
+
+def provision_playbook(ctx: TargetContext) -> list[dict[str, Any]] | None:
+    """The play imgpipe generates from the spec: roles in order, then the spec's playbooks."""
+    prov = ctx.loaded.spec.provision
+    plays: list[dict[str, Any]] = []
+    if prov.roles:
+        plays.append(
+            {
+                "name": f"imgpipe provision {ctx.loaded.spec.name} ({ctx.target})",
+                "hosts": "all",
+                "gather_facts": True,
+                "roles": [
+                    {"role": ref.role, **({"vars": dict(ref.vars)} if ref.vars else {})}
+                    for ref in prov.role_refs()
+                ],
+            }
+        )
+    for playbook in prov.playbooks:
+        plays.append({"import_playbook": str((ctx.loaded.directory / playbook).resolve())})
+    return plays or None
+
+
+def inventory(target: str, ep: SSHEndpoint) -> dict[str, Any]:
+    pinned = (
+        f"-o UserKnownHostsFile={ep.known_hosts} -o StrictHostKeyChecking=yes "
+        "-o IdentitiesOnly=yes -o ConnectTimeout=15"
+    )
+    return {
+        "all": {
+            "hosts": {
+                target: {
+                    "ansible_host": ep.host,
+                    "ansible_port": ep.port,
+                    "ansible_user": ep.user,
+                    "ansible_ssh_private_key_file": str(ep.private_key),
+                    "ansible_ssh_common_args": pinned,
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                }
+            }
+        }
+    }
+
+
+class _Progress:
+    """Turns runner events into task progress and remembers the first real failure."""
+
+    def __init__(self, ctx: TargetContext) -> None:
+        self.ctx = ctx
+        self.failure: dict[str, Any] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind, data = event.get("event"), event.get("event_data", {})
+        if kind == "playbook_on_task_start":
+            self.ctx.emit("task", role=data.get("role") or "", task=data.get("task") or "")
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            if self.failure is None:
+                self.failure = {"kind": kind, **data}
+        return True
+
+
+def _failure_message(failure: dict[str, Any]) -> str:
+    res = failure.get("res") or {}
+    msg = res.get("msg") or res.get("stderr") or res.get("stdout") or "failed"
+    role = failure.get("role") or "(playbook)"
+    what = "unreachable" if failure["kind"] == "runner_on_unreachable" else "failed"
+    return (
+        f"task '{failure.get('task')}' in role '{role}' {what} on {failure.get('host')}: {str(msg).strip()}"
+    )
+
+
+class AnsibleSession:
+    """One private data dir and SSH control socket dir per target, shared by its runs."""
+
+    def __init__(self, ctx: TargetContext, endpoint: SSHEndpoint) -> None:
+        self.ctx, self.endpoint = ctx, endpoint
+        self.pdd = ctx.workdir / "ansible"
+        (self.pdd / "inventory").mkdir(parents=True, exist_ok=True)
+        (self.pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory(ctx.target, endpoint)))
+        # ControlPath sockets have a ~100 byte limit: keep them in a short /tmp dir.
+        self.cp_dir = Path(tempfile.mkdtemp(prefix="imgpipe-cp-"))
+        ctx.resources.track("ssh-control-dir", close_control_masters, path=str(self.cp_dir))
+
+    def run(self, stage: str, plays: list[dict[str, Any]], extravars: dict[str, Any]) -> None:
+        import ansible_runner
+
+        playbook = self.pdd / "project" / f"{stage}.yml"
+        playbook.parent.mkdir(parents=True, exist_ok=True)
+        playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+        progress = _Progress(self.ctx)
+        timeout = self.ctx.loaded.spec.provision.timeout_s
+        runner = ansible_runner.run(
+            private_data_dir=str(self.pdd),
+            playbook=str(playbook),
+            ident=stage,
+            inventory=str(self.pdd / "inventory" / "hosts.yml"),
+            extravars=extravars,
+            roles_path=[str(p) for p in roles_path(self.ctx.loaded)],
+            envvars=self._env(),
+            quiet=True,
+            event_handler=progress,
+            cancel_callback=self.ctx.cancel.is_set,
+            timeout=timeout,
+            settings={"suppress_env_files": False},
+        )
+        log = self.pdd / "artifacts" / stage / "stdout"
+        if log.is_file():
+            shutil.copyfile(log, self.ctx.log_dir / f"ansible-{stage}.log")
+        if runner.status == "successful":
+            return
+        if runner.status == "canceled" or self.ctx.cancel.is_set():
+            raise Interrupted(f"{stage} interrupted")
+        if runner.status == "timeout":
+            raise ProvisionError(f"{stage} timed out after {timeout} s on target {self.ctx.target}")
+        detail = (
+            _failure_message(progress.failure)
+            if progress.failure
+            else (f"ansible-playbook exited with {runner.rc}")
+        )
+        raise ProvisionError(
+            f"{stage} failed: {detail}",
+            hint=f"full Ansible log: {self.ctx.log_dir / f'ansible-{stage}.log'}",
+        )
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.cp_dir),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(self.pdd / "tmp"),
+            "ANSIBLE_COLLECTIONS_PATH": str(self.ctx.workdir / "collections"),
+        }
+
+
+def close_control_masters(path: str) -> None:
+    """Cleaner: end ControlPersist ssh masters so no ssh process outlives the build."""
+    for sock in Path(path).glob("*"):
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "imgpipe-build"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    remove_path(path)
+
+
+def seal_plays(ctx: TargetContext) -> list[dict[str, Any]]:
+    return [{"import_playbook": str(shipped_dir("playbooks") / "seal.yml")}]

@@ -1,0 +1,92 @@
+"""Rendering progress for humans: one live row per target on a terminal,
+timestamped lines otherwise (CI logs). Thread-safe; targets emit from threads."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+from imgpipe.events import Event
+
+
+class LineReporter:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.lock = threading.Lock()
+
+    def _line(self, target: str, text: str) -> None:
+        with self.lock:
+            print(f"{time.strftime('%H:%M:%S')} [{target}] {text}", file=self.stream, flush=True)
+
+    def emit(self, event: Event) -> None:
+        d = event.data
+        if event.kind == "stage_started" and d["stage"] != "cleanup":
+            self._line(event.target, f"{d['stage']} ...")
+        elif event.kind == "stage_finished" and d["stage"] != "cleanup":
+            self._line(event.target, f"{d['stage']} done in {d['seconds']:.1f} s")
+        elif event.kind == "task":
+            role = f"{d['role']} : " if d.get("role") else ""
+            self._line(event.target, f"  task {role}{d['task']}")
+        elif event.kind == "message":
+            self._line(event.target, d["text"])
+        elif event.kind in ("error", "kept"):
+            self._line(event.target, d.get("message") or d.get("hint", ""))
+        elif event.kind == "target_finished":
+            self._line(event.target, "finished" if d["ok"] else "FAILED")
+
+    def close(self) -> None:
+        pass
+
+
+class LiveReporter:
+    """A rich live table; every line of detail still goes to the log files."""
+
+    def __init__(self, targets: list[str]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self.rows = {t: {"stage": "waiting", "detail": "", "since": time.monotonic()} for t in targets}
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+        self.live = Live(
+            self._table(), console=self.console, refresh_per_second=4, get_renderable=self._table
+        )
+        self.live.start()
+
+    def _table(self):  # type: ignore[no-untyped-def]
+        from rich.table import Table
+
+        table = Table(box=None, show_header=True, header_style="bold")
+        for col in ("target", "stage", "elapsed", "detail"):
+            table.add_column(col, overflow="ellipsis", no_wrap=True)
+        now = time.monotonic()
+        for target, row in self.rows.items():
+            table.add_row(target, str(row["stage"]), f"{now - row['since']:.0f}s", str(row["detail"]))
+        return table
+
+    def emit(self, event: Event) -> None:
+        d = event.data
+        with self.lock:
+            row = self.rows.setdefault(event.target, {"stage": "", "detail": "", "since": time.monotonic()})
+            if event.kind == "stage_started":
+                row.update(stage=d["stage"], detail="", since=time.monotonic())
+            elif event.kind == "stage_finished" and d["stage"] != "cleanup":
+                self.console.print(f"[dim]{event.target}[/] {d['stage']} done in {d['seconds']:.1f} s")
+            elif event.kind == "task":
+                row["detail"] = f"{d['role']} : {d['task']}" if d.get("role") else d["task"]
+            elif event.kind == "message":
+                row["detail"] = d["text"]
+            elif event.kind in ("error", "kept"):
+                self.console.print(f"[red]{event.target}[/] {d.get('message') or d.get('hint')}")
+            elif event.kind == "target_finished":
+                row.update(stage="done" if d["ok"] else "FAILED", detail="")
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_reporter(targets: list[str]) -> LineReporter | LiveReporter:
+    return LiveReporter(targets) if sys.stderr.isatty() else LineReporter()

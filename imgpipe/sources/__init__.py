@@ -1,0 +1,103 @@
+"""Where a build starts: a cached bootstrap base, a local image, or a verified download.
+Every source resolves to a read-only base disk that the build overlays, never modifies."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgpipe.errors import BuildError, SpecError, run_command
+from imgpipe.paths import cache_dir
+
+if TYPE_CHECKING:
+    from imgpipe.events import Emitter
+    from imgpipe.spec.load import LoadedSpec
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    path: Path
+    format: str
+    record: dict[str, Any]  # what the manifest says about the source
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Serialize builders of one cache entry across threads and processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def image_format(path: Path) -> str:
+    info = json.loads(run_command(["qemu-img", "info", "--output=json", str(path)]))
+    fmt = str(info.get("format"))
+    if fmt not in ("qcow2", "raw"):
+        raise BuildError(f"{path}: unsupported image format {fmt!r} (qcow2 or raw)")
+    return fmt
+
+
+def resolve_source(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
+    source = loaded.spec.source
+    if source.image is not None and source.image.path is not None:
+        path = (loaded.directory / source.image.path).resolve()
+        if not path.is_file():
+            pos = loaded.doc.position(("source", "image", "path"))
+            raise SpecError(f"{pos}: source.image.path: no such file {path}")
+        return ResolvedSource(path, image_format(path), {"kind": "image", "path": str(path)})
+    if source.image is not None:
+        from imgpipe.sources.download import fetch_verified
+
+        assert source.image.url and source.image.checksum
+        path = fetch_verified(source.image.url, source.image.checksum, emit)
+        return ResolvedSource(
+            path,
+            image_format(path),
+            {"kind": "url", "url": source.image.url, "checksum": source.image.checksum},
+        )
+    return _bootstrap(loaded, emit)
+
+
+def _bootstrap(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
+    from imgpipe.sources.bootstrap import BootstrapRecipe, build_base_image, recipe_key
+    from imgpipe.spec.model import Bootstrap
+
+    wanted = loaded.spec.source.bootstrap or Bootstrap()
+    recipe = BootstrapRecipe(
+        distro=wanted.distro,
+        suite=wanted.suite,
+        extra_packages=tuple(wanted.packages),
+        disk_size_gb=wanted.disk_gb,
+    )
+    key = recipe_key(recipe)
+    base = cache_dir() / "bases" / f"{recipe.distro}-{recipe.suite}-{key[:16]}.qcow2"
+    record: dict[str, Any] = {
+        "kind": "bootstrap",
+        "distro": recipe.distro,
+        "suite": recipe.suite,
+        "packages": list(recipe.extra_packages),
+        "key": key,
+    }
+    with cache_lock(base):
+        if base.is_file():
+            emit.message(f"reusing cached base {base.name}")
+            return ResolvedSource(base, "qcow2", {**record, "cached": True})
+        emit.message(f"bootstrapping {recipe.distro} {recipe.suite} (first time; about a minute)")
+        workdir = base.parent / f".work-{key[:16]}-{os.getpid()}"
+        try:
+            build_base_image(recipe, base, workdir, emit.message)
+        finally:
+            from imgpipe.journal import remove_path
+
+            remove_path(str(workdir))
+    return ResolvedSource(base, "qcow2", {**record, "cached": False})

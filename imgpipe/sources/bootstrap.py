@@ -1,0 +1,282 @@
+"""Bootstrap a bootable Debian base image without mounting anything.
+
+Cloud images cannot be downloaded here, so the base image is made from packages:
+mmdebstrap builds a root tree, mke2fs `-d` turns the tree into an ext4 filesystem
+written straight into a partition of a raw disk file (`-E offset=`), and GRUB's
+boot.img + core.img are written into the MBR gap by hand. No loop device, no mount,
+no grub-install. The result boots with plain SeaBIOS (no -kernel/-initrd), so the
+same image works under libvirt, plain qemu or a cloud import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from imgpipe.errors import BuildError, run_command
+
+# Bump whenever the build steps or the files written into the tree change:
+# it is part of recipe_key, so cached base images are rebuilt.
+RECIPE_VERSION = 1
+
+BASE_PACKAGES: tuple[str, ...] = (
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "systemd-sysv",
+    "dbus",
+    "linux-image-cloud-amd64",
+    "cloud-init",
+    "cloud-guest-utils",
+    "fdisk",
+    "e2fsprogs",
+    "systemd-resolved",
+    "ca-certificates",
+    "sudo",
+)
+
+# Embedded in core.img: the tree holds no GRUB modules, so everything needed to find
+# the root fs, read grub.cfg and boot Linux must be inside core.img.
+GRUB_MODULES: tuple[str, ...] = (
+    "biosdisk",
+    "part_msdos",
+    "ext2",
+    "search",
+    "search_fs_uuid",
+    "normal",
+    "configfile",
+    "linux",
+    "boot",
+    "echo",
+    "test",
+    "gzio",
+    "serial",
+    "terminal",
+    "minicmd",
+)
+GRUB_DIR = Path("/usr/lib/grub/i386-pc")
+PART_START = 1 << 20  # the partition starts at 1 MiB; core.img lives in sectors 1..2047
+SECTOR = 512
+
+
+@dataclass(frozen=True)
+class BootstrapRecipe:
+    """What goes into a bootstrapped base image (its cache key is recipe_key)."""
+
+    distro: str = "debian"
+    suite: str = "bookworm"
+    extra_packages: tuple[str, ...] = ()
+    disk_size_gb: int = 4  # virtual size of the base disk
+
+
+def recipe_key(recipe: BootstrapRecipe) -> str:
+    """sha256 over the canonical JSON of the recipe and RECIPE_VERSION."""
+    doc = {"recipe_version": RECIPE_VERSION, **asdict(recipe)}
+    doc["extra_packages"] = sorted(set(recipe.extra_packages))
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def build_base_image(recipe: BootstrapRecipe, dest: Path, workdir: Path, log: Callable[[str], None]) -> None:
+    """Build a qcow2 at `dest` (atomically: temp name beside it, then rename)."""
+    if recipe.distro != "debian":
+        raise BuildError(f"bootstrap supports distro 'debian' only, not {recipe.distro!r}")
+    if recipe.disk_size_gb < 2:
+        raise BuildError("bootstrap disk_size_gb must be at least 2")
+    workdir.mkdir(parents=True, exist_ok=True)
+    tree, raw = workdir / "tree", workdir / "disk.raw"
+    partial = dest.with_name(f".{dest.name}.partial")
+    root_uuid = str(uuid.uuid4())
+    try:
+        _remove(tree)
+        log(f"mmdebstrap {recipe.suite} into {tree}")
+        packages = sorted(set(BASE_PACKAGES) | set(recipe.extra_packages))
+        run_command(
+            [
+                "mmdebstrap",
+                "--variant=apt",
+                "--skip=cleanup/apt/lists",
+                "--include=" + ",".join(packages),
+                '--customize-hook=chroot "$1" systemctl enable systemd-networkd systemd-resolved',
+                recipe.suite,
+                str(tree),
+            ],
+            timeout=1800,
+        )
+        log("customizing the tree")
+        _customize_tree(tree, root_uuid)
+        log(f"writing {recipe.disk_size_gb} GiB disk (ext4 from tree, GRUB in MBR)")
+        _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
+        log(f"converting to qcow2 at {dest}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        run_command(["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], timeout=600)
+        os.replace(partial, dest)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        _remove(tree)
+        raw.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _symlink(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    _remove(link)
+    link.symlink_to(target)
+
+
+_HOSTKEY_UNIT = """\
+[Unit]
+Description=Generate SSH host keys if none were provided (imgpipe)
+After=cloud-init.service
+Before=ssh.service
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=ssh.service
+"""
+
+
+def _customize_tree(tree: Path, root_uuid: str) -> None:
+    """First-boot-ready fix-ups: identity removed, networking and boot configured."""
+    etc = tree / "etc"
+    _write(etc / "fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
+    _write(etc / "hostname", "localhost\n")
+    _write(etc / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    # networkd does DHCP; cloud-init must not write its own (ENI/netplan) config.
+    _write(etc / "systemd/network/90-imgpipe-dhcp.network", "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")
+    _symlink(etc / "resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+    # NoCloud only: with no seed, ds-identify disables cloud-init instead of probing
+    # cloud metadata addresses. A publisher targeting a cloud must drop this file.
+    _write(
+        etc / "cloud/cloud.cfg.d/90-imgpipe-base.cfg",
+        "network: {config: disabled}\ndatasource_list: [NoCloud, None]\n",
+    )
+    # Identity: a fresh machine-id and fresh SSH host keys on first boot.
+    _write(etc / "machine-id", "", 0o444)
+    _remove(tree / "var/lib/dbus/machine-id")
+    for key in (etc / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    _write(etc / "systemd/system/imgpipe-ssh-hostkeys.service", _HOSTKEY_UNIT)
+    _symlink(
+        etc / "systemd/system/ssh.service.wants/imgpipe-ssh-hostkeys.service",
+        "/etc/systemd/system/imgpipe-ssh-hostkeys.service",
+    )
+    shadow = etc / "shadow"
+    lines = [
+        "root:*:" + line.split(":", 2)[2] if line.startswith("root:") else line
+        for line in shadow.read_text().splitlines()
+    ]
+    _write(shadow, "\n".join(lines) + "\n", 0o640)
+    # Lists are kept: mark them fresh for Ansible's apt cache_valid_time.
+    _write(tree / "var/lib/apt/periodic/update-success-stamp", "")
+    _write(tree / "boot/grub/grub.cfg", _grub_cfg(tree, root_uuid))
+
+
+def _grub_cfg(tree: Path, root_uuid: str) -> str:
+    """grub.cfg booting /vmlinuz (kept current by the kernel's postinst symlinks)."""
+    kernel, initrd = "/vmlinuz", "/initrd.img"
+    if not (tree / "vmlinuz").is_symlink():  # no symlinks: point at the newest files
+        kernel = "/boot/" + sorted(p.name for p in (tree / "boot").glob("vmlinuz-*"))[-1]
+        initrd = "/boot/" + sorted(p.name for p in (tree / "boot").glob("initrd.img-*"))[-1]
+    return (
+        "serial --unit=0 --speed=115200\n"
+        "terminal_input serial console\nterminal_output serial console\n"
+        "set default=0\nset timeout=0\n"
+        "menuentry 'Debian GNU/Linux' {\n"
+        f"  linux {kernel} root=UUID={root_uuid} ro console=tty0 console=ttyS0,115200\n"
+        f"  initrd {initrd}\n"
+        "}\n"
+    )
+
+
+def _make_disk(raw: Path, tree: Path, size: int, root_uuid: str, workdir: Path) -> None:
+    """Partition a sparse raw file, fill the partition from the tree, write GRUB."""
+    _remove(raw)
+    with raw.open("wb") as f:
+        f.truncate(size)
+    run_command(
+        ["sfdisk", "--no-reread", "--no-tell-kernel", str(raw)],
+        input=f"label: dos\nstart={PART_START // SECTOR}, type=83, bootable\n".encode(),
+    )
+    # GRUB 2.06 cannot read metadata_csum_seed (incompat); orphan_file is off so the
+    # fs stays readable by older e2fsprogs on hosts that inspect the image.
+    run_command(
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-L",
+            "root",
+            "-U",
+            root_uuid,
+            "-O",
+            "^metadata_csum_seed,^orphan_file",
+            "-E",
+            f"offset={PART_START}",
+            "-d",
+            str(tree),
+            str(raw),
+            str((size - PART_START) // 4096),
+        ],
+        timeout=600,
+    )
+    embed = workdir / "grub-embed.cfg"
+    _write(embed, f"search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n")
+    core = workdir / "core.img"
+    run_command(
+        [
+            "grub-mkimage",
+            "-O",
+            "i386-pc",
+            "-d",
+            str(GRUB_DIR),
+            "-o",
+            str(core),
+            "-c",
+            str(embed),
+            "-p",
+            "/boot/grub",
+            *GRUB_MODULES,
+        ]
+    )
+    core_bytes = core.read_bytes()
+    if len(core_bytes) > PART_START - SECTOR:
+        raise BuildError(f"GRUB core.img is {len(core_bytes)} bytes: too big for the MBR gap")
+    boot = (GRUB_DIR / "boot.img").read_bytes()
+    # boot.img loads sector 1 (its default kernel sector); diskboot.img, the first
+    # sector of core.img, loads the rest from sector 2 on (its default blocklist).
+    with raw.open("r+b") as f:
+        f.write(boot[:440])  # keep disk signature and partition table (bytes 440..511)
+        f.seek(SECTOR)
+        f.write(core_bytes)
+    core.unlink()
+    embed.unlink()

@@ -1,0 +1,124 @@
+"""The spec model: the single source of truth for what a spec may say.
+Every field carries a description; builders add their own target settings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VarType(StrEnum):
+    string = "string"
+    integer = "integer"
+    number = "number"
+    boolean = "boolean"
+    list = "list"
+    map = "map"
+
+
+class Variable(Strict):
+    type: VarType = Field(VarType.string, description="Type the value must have.")
+    default: Any = Field(None, description="Value used when no other source gives one.")
+    required: bool = Field(False, description="Fail unless a value is given.")
+    description: str = Field("", description="What the variable is for.")
+    sensitive: bool = Field(False, description="Keep the value out of logs and manifests.")
+
+
+class Bootstrap(Strict):
+    distro: Literal["debian"] = Field("debian", description="Distribution to bootstrap.")
+    suite: Literal["bookworm"] = Field("bookworm", description="Distribution release.")
+    packages: tuple[str, ...] = Field((), description="Extra packages baked into the base.")
+    disk_gb: int = Field(4, ge=2, le=64, description="Virtual size of the base disk in GiB.")
+
+
+class ImageSource(Strict):
+    path: str | None = Field(None, description="Local qcow2 or raw image (never modified).")
+    url: str | None = Field(None, description="http(s) URL of a qcow2 or raw image.")
+    checksum: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-fA-F]{64}$",
+        description="'sha256:<hex>' of the file at url; required with url.",
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> ImageSource:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' or 'url'")
+        if self.url is not None and self.checksum is None:
+            raise ValueError("'url' needs a 'checksum' of the form sha256:<hex>")
+        return self
+
+
+class Source(Strict):
+    bootstrap: Bootstrap | None = Field(None, description="Build a Debian base with mmdebstrap.")
+    image: ImageSource | None = Field(None, description="Start from an existing disk image.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if self.bootstrap is not None and self.image is not None:
+            raise ValueError("give either 'bootstrap' or 'image', not both")
+        return self
+
+
+class RoleRef(Strict):
+    role: str = Field(description="Role name, found on the roles path.")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Role variables (Ansible templates them).")
+
+
+class Provision(Strict):
+    roles: tuple[str | RoleRef, ...] = Field((), description="Roles applied in order.")
+    playbooks: tuple[str, ...] = Field((), description="Playbooks run after the roles, relative to the spec.")
+    roles_path: tuple[str, ...] = Field((), description="Extra role directories, relative to the spec.")
+    requirements: str | None = Field(None, description="ansible-galaxy requirements file (local sources).")
+    timeout_s: int | None = Field(None, ge=1, description="Abort provisioning after this many seconds.")
+
+    def role_refs(self) -> list[RoleRef]:
+        return [RoleRef(role=r) if isinstance(r, str) else r for r in self.roles]
+
+
+class SealStep(StrEnum):
+    cloud_init = "cloud_init"
+    machine_id = "machine_id"
+    ssh_host_keys = "ssh_host_keys"
+    build_key = "build_key"
+    logs = "logs"
+    shell_history = "shell_history"
+    package_cache = "package_cache"
+    dhcp_leases = "dhcp_leases"
+    temp_files = "temp_files"
+    trim = "trim"
+
+
+class Seal(Strict):
+    enabled: bool = Field(True, description="Generalize the machine before capture.")
+    skip: tuple[SealStep, ...] = Field((), description="Seal steps to leave out.")
+
+
+class Spec(Strict):
+    imgpipe: Literal[1] = Field(1, description="Spec format version.")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        description="Image name: lower-case letters, digits, '.', '_', '-'.",
+    )
+    description: str = Field("", description="What the image is for.")
+    variables: dict[str, Variable] = Field(default_factory=dict, description="Declared variables.")
+    source: Source = Field(default_factory=Source, description="Where the build starts.")
+    provision: Provision = Field(default_factory=Provision, description="What Ansible applies.")
+    seal: Seal = Field(default_factory=Seal, description="How the machine is generalized.")
+    targets: dict[str, dict[str, Any]] = Field(
+        description="Named build targets; each has a 'builder' and that builder's settings.",
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> Spec:
+        for name in self.targets:
+            if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"target name {name!r} must be letters, digits, '-' or '_'")
+        return self
