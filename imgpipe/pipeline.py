@@ -129,8 +129,9 @@ class TargetBake:
 
         seal = self.ctx.loaded.spec.seal
         with self.ctx.emit.stage("seal"):
-            self.record.build_vm["machine_id"] = _read_machine_id(endpoint)
             if seal.enabled:
+                # Recorded so a verifier can prove instances do not inherit it.
+                self.record.build_vm["machine_id"] = _read_machine_id(endpoint)
                 self.session.run(
                     "seal",
                     seal_plays(self.ctx),

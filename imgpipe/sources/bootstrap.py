@@ -23,7 +23,7 @@ from imgpipe.errors import BuildError, run_command
 
 # Bump whenever the build steps or the files written into the tree change:
 # it is part of recipe_key, so cached base images are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 BASE_PACKAGES: tuple[str, ...] = (
     "openssh-server",
@@ -166,6 +166,8 @@ def _customize_tree(tree: Path, root_uuid: str) -> None:
     etc = tree / "etc"
     _write(etc / "fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     _write(etc / "hostname", "localhost\n")
+    # cloud-init's locale module would otherwise try (and fail) to set en_US.UTF-8.
+    _write(etc / "default/locale", "LANG=C.UTF-8\n")
     _write(etc / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     # networkd does DHCP; cloud-init must not write its own (ENI/netplan) config.
     _write(etc / "systemd/network/90-imgpipe-dhcp.network", "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")

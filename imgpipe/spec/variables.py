@@ -108,7 +108,7 @@ def resolve_variables(
         r.set(name, _from_text(var, text) if var else text, "--var", f"--var {name}")
     for name, var in r.declared.items():
         if var.required and name not in r.values:
-            pos = loaded.doc.position(("variables", name))
+            pos = loaded.doc.position(("variables", name), key=True)
             r.problems.append(
                 f"{pos}: variable '{name}' is required: pass --var {name}=..., a --var-file, "
                 f"or IMGPIPE_VAR_{name}"

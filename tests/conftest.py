@@ -1,0 +1,25 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
+
+
+@pytest.fixture
+def isolated_state(tmp_path, monkeypatch):
+    """A private journal/state dir so tests never see each other's resources."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("IMGPIPE_STATE_DIR", str(state))
+    return state
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+os.environ.setdefault("ANSIBLE_NOCOLOR", "1")

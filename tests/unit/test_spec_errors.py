@@ -1,0 +1,86 @@
+"""Each error class names file:line:column, the field path, and what was found."""
+
+import subprocess
+
+import pytest
+
+from imgpipe.errors import SpecError
+from imgpipe.spec import load_spec
+from tests.conftest import IMGPIPE, REPO, write
+
+GOOD = """\
+imgpipe: 1
+name: web
+targets:
+  local: {builder: libvirt}
+"""
+
+
+def problems(tmp_path, text):
+    spec = write(tmp_path / "spec.yml", text)
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert info.value.exit_code == 2
+    return str(info.value), str(spec)
+
+
+def test_example_spec_loads():
+    loaded = load_spec(REPO / "examples" / "web.yml")
+    assert loaded.spec.name == "web"
+    assert loaded.targets["local"].memory_mb == 1024
+
+
+def test_unknown_key_names_line_and_suggests(tmp_path):
+    msg, f = problems(tmp_path, GOOD + "provison: {}\n")
+    assert f"{f}:5:1: provison: unknown field (did you mean 'provision'?)" in msg
+
+
+def test_nested_unknown_key_in_role_ref(tmp_path):
+    msg, f = problems(tmp_path, GOOD + "provision:\n  roles:\n    - {role: a, varz: {}}\n")
+    assert f"{f}:7:17: provision.roles[0].varz: unknown field (did you mean 'vars'?)" in msg
+    assert "Input should be a valid string" not in msg  # the str member of the union is noise
+
+
+def test_wrong_type_shows_found_value(tmp_path):
+    msg, f = problems(tmp_path, GOOD.replace("{builder: libvirt}", "{builder: libvirt, cpus: many}"))
+    assert f"{f}:4:35: targets.local.cpus:" in msg and "found 'many'" in msg
+
+
+def test_unknown_builder_suggests(tmp_path):
+    msg, f = problems(tmp_path, GOOD.replace("libvirt}", "libvrt}"))
+    assert f"{f}:4:20: targets.local.builder: unknown builder 'libvrt' (did you mean 'libvirt'?)" in msg
+
+
+def test_missing_required_field(tmp_path):
+    msg, f = problems(tmp_path, "imgpipe: 1\ntargets:\n  local: {builder: libvirt}\n")
+    assert f"{f}:1:1: name: Field required" in msg
+
+
+def test_yaml_syntax_error_position(tmp_path):
+    msg, f = problems(tmp_path, "name: web\ntargets: [\n")
+    assert msg.startswith(f"{f}:3:1: YAML syntax error")
+
+
+def test_duplicate_key(tmp_path):
+    msg, f = problems(tmp_path, GOOD + "name: again\n")
+    assert f"{f}:5:1: YAML syntax error: duplicate key 'name'" in msg
+
+
+def test_all_problems_reported_together(tmp_path):
+    msg, _ = problems(tmp_path, "imgpipe: 1\nname: Bad!\nsorce: {}\ntargets: {}\n")
+    assert "3 problems" in msg
+
+
+def test_cli_exit_code_and_no_traceback(tmp_path):
+    spec = write(tmp_path / "bad.yml", GOOD + "seal: {skip: [mahcine_id]}\n")
+    proc = subprocess.run([*IMGPIPE, "validate", str(spec)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{spec}:5:15: seal.skip[0]:" in proc.stderr
+
+
+def test_validate_reports_missing_role_with_line(tmp_path):
+    spec = write(tmp_path / "spec.yml", GOOD + "provision:\n  roles: [nginx, no_such_role]\n")
+    proc = subprocess.run([*IMGPIPE, "validate", str(spec)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert f"{spec}:6:18: provision.roles[1]: role 'no_such_role' not found" in proc.stderr
