@@ -16,6 +16,7 @@ from typing import Any
 from imgpipe import __version__
 from imgpipe.builders import builder_class
 from imgpipe.builders.base import Artifact, Builder, SSHEndpoint, TargetContext
+from imgpipe.builders.sshkeys import key_fingerprint
 from imgpipe.capture import finalize
 from imgpipe.errors import BuildError, ImgpipeError, Interrupted
 from imgpipe.events import Emitter, EventSink
@@ -90,7 +91,10 @@ class TargetBake:
             with emit.stage("launch"):
                 endpoint = self.builder.launch()
             _checkpoint(ctx)
-            self.record.build_vm = {"host_key": endpoint.host_key_fingerprint}
+            self.record.build_vm = {
+                "host_key": endpoint.host_key_fingerprint,
+                "build_key": key_fingerprint(endpoint.authorized_key),
+            }
             self.provision(endpoint)
             self.seal(endpoint)
             with emit.stage("shutdown"):
@@ -207,7 +211,7 @@ def bake(
                 tb.ctx.cancel.set()
             for f in futures:
                 f.result()
-            raise Interrupted("interrupted; every temporary resource was removed") from None
+            raise Interrupted("interrupted") from None
     result.records = [tb.record for tb in bakes]
     spec_record = {"name": loaded.spec.name, "path": str(loaded.path)}
     write_manifest(

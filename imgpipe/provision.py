@@ -72,9 +72,12 @@ class _Progress:
         kind, data = event.get("event"), event.get("event_data", {})
         if kind == "playbook_on_task_start":
             self.ctx.emit("task", role=data.get("role") or "", task=data.get("task") or "")
-        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            if self.failure is None:
-                self.failure = {"kind": kind, **data}
+        elif (
+            kind in ("runner_on_failed", "runner_on_unreachable")
+            and not data.get("ignore_errors")
+            and self.failure is None
+        ):
+            self.failure = {"kind": kind, **data}
         return True
 
 

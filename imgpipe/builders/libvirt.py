@@ -3,6 +3,7 @@ user-mode networking with SSH forwarded to 127.0.0.1, a pinned host key."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -56,23 +57,27 @@ def _connect(uri: str) -> Any:
 
 
 def remove_domain(uri: str, name: str) -> None:
-    """Cleaner: destroy and undefine a build domain; absent is fine."""
+    """Cleaner: destroy (and undefine, if defined) a build domain; absent is fine.
+    A transient domain vanishes on destroy, so check the outcome, not each call."""
     import libvirt
 
     conn = _connect(uri)
     try:
         try:
             dom = conn.lookupByName(name)
+            persistent = dom.isPersistent()
         except libvirt.libvirtError:
             return
-        if dom.isActive():
-            try:
-                dom.destroy()
-            except libvirt.libvirtError:
-                if dom.isActive():
-                    raise
-        if dom.isPersistent():
-            dom.undefine()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        if persistent:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+        try:
+            conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return
+        raise BuildError(f"libvirt domain {name} still exists after destroy")
     finally:
         conn.close()
 

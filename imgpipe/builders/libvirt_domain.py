@@ -61,15 +61,18 @@ def domain_xml(plan: DomainPlan) -> str:
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
+    <!-- cache=unsafe ignores guest flushes (dpkg fsyncs a lot); the disk is
+         disposable until a clean power-off, which writes everything out -->
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' cache='unsafe' discard='unmap'/>
       <source file={quoteattr(str(plan.disk))}/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <disk type='file' device='cdrom'>
+    <!-- the NoCloud seed as a read-only virtio disk: cloud kernels lack SATA/AHCI -->
+    <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
       <source file={quoteattr(str(plan.seed))}/>
-      <target dev='sda' bus='sata'/>
+      <target dev='vdb' bus='virtio'/>
       <readonly/>
     </disk>
     <serial type='file'>

@@ -20,8 +20,13 @@ class KeyPair:
 
     @property
     def fingerprint(self) -> str:
-        blob = base64.b64decode(self.public.split()[1])
-        return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+        return key_fingerprint(self.public)
+
+
+def key_fingerprint(public_key: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a "type base64 [comment]" public key line."""
+    blob = base64.b64decode(public_key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def generate_ed25519(path: Path, comment: str) -> KeyPair:

@@ -38,9 +38,9 @@ def fetch_verified(url: str, checksum: str, emit: Emitter) -> Path:
                     if pct // 10 != reported // 10:
                         reported = pct
                         emit.message(f"downloading {url}: {done >> 20} MiB" + (f" ({pct}%)" if total else ""))
-            if digest.hexdigest() != expected:
+            if (actual := digest.hexdigest()) != expected:
                 raise BuildError(
-                    f"checksum mismatch for {url}: expected sha256:{expected}, got sha256:{digest.hexdigest()}",
+                    f"checksum mismatch for {url}: expected sha256:{expected}, got sha256:{actual}",
                     hint="the file changed upstream or the spec's checksum is wrong",
                 )
             os.replace(partial, dest)

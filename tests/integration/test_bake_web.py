@@ -1,0 +1,132 @@
+"""examples/web.yml end to end: the README's bake command produces a qcow2 that
+boots on its own in plain qemu, serves nginx, and carries no build identity."""
+
+import json
+import subprocess
+
+import pytest
+
+from imgpipe.builders.sshkeys import generate_ed25519, key_fingerprint
+from imgpipe.capture import sha256_file
+from imgpipe.cloudinit import write_nocloud_seed
+from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
+from tests.integration.vmboot import BootedImage
+
+
+@pytest.fixture(scope="module")
+def web_build(imgpipe_env, base_image, tmp_path_factory):
+    before = base_image.stat()
+    out = tmp_path_factory.mktemp("web-out")
+    proc = run_imgpipe(imgpipe_env, "bake", "examples/web.yml", "--output", str(out))
+    assert proc.returncode == 0, f"bake failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    build = build_dir_from(proc.stdout)
+    after = base_image.stat()
+    return {
+        "dir": build,
+        "manifest": json.loads((build / "manifest.json").read_text()),
+        "base_unchanged": (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns),
+        "env": imgpipe_env,
+    }
+
+
+def test_manifest_is_packer_shaped_with_imgpipe_fields(web_build):
+    m, build = web_build["manifest"], web_build["dir"]
+    assert m["last_run_uuid"] == build.name
+    (entry,) = m["builds"]
+    assert entry["name"] == "local" and entry["builder_type"] == "imgpipe.libvirt"
+    assert entry["artifact_id"] == "web-local.qcow2"
+    assert [f["name"] for f in entry["files"]] == ["web-local.qcow2"]
+    assert isinstance(entry["build_time"], int)
+    ours = m["imgpipe"]
+    assert ours["spec"]["name"] == "web" and ours["ansible_core"]
+    (role,) = ours["roles"]
+    assert role["name"] == "nginx" and len(role["sha256"]) == 64
+    timings = ours["targets"]["local"]["timings"]
+    for stage in ("source", "boot_to_ssh", "provision", "seal", "shutdown", "capture", "total"):
+        assert timings[stage] >= 0, stage
+    assert (build / "logs" / "local" / "ansible-provision.log").read_text().count("nginx : Install nginx")
+
+
+def test_second_bake_reuses_cached_base(web_build):
+    source = web_build["manifest"]["imgpipe"]["targets"]["local"]["source"]
+    assert source["kind"] == "bootstrap" and source["cached"] is True
+    assert web_build["base_unchanged"]
+
+
+def test_image_is_standalone_with_checksum(web_build):
+    image = web_build["dir"] / "web-local.qcow2"
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(image)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    assert f"{sha256_file(image)}  web-local.qcow2" in (web_build["dir"] / "SHA256SUMS").read_text()
+
+
+def test_nothing_left_behind(web_build):
+    assert leftovers(web_build["env"], web_build["dir"].name) == NOTHING
+    assert not list(web_build["dir"].glob(".*.partial"))
+
+
+def test_image_boots_alone_and_serves_nginx(web_build, tmp_path):
+    vm = BootedImage(web_build["dir"] / "web-local.qcow2", tmp_path)
+    try:
+        page = vm.http_get(timeout=600)
+    finally:
+        vm.close()
+    assert "Hello from imgpipe" in page and web_build["dir"].name in page
+
+
+def test_instance_has_fresh_identity(web_build, tmp_path):
+    """Boot with a user's own seed (as a cloud would); pin the new host key from the
+    console, then look inside: nothing of the build VM's identity survived."""
+    build_vm = web_build["manifest"]["imgpipe"]["targets"]["local"]["build_vm"]
+    client = generate_ed25519(tmp_path / "user_key", "verifier")
+    seed = tmp_path / "seed.iso"
+    write_nocloud_seed(
+        seed,
+        instance_id="verify-1",
+        hostname="verify",
+        user_data={"disable_root": False, "users": [], "ssh_authorized_keys": [client.public]},
+    )
+    vm = BootedImage(web_build["dir"] / "web-local.qcow2", tmp_path, seed=seed)
+    try:
+        host_keys = vm.console_host_keys(timeout=600)
+        known = tmp_path / "known_hosts"
+        known.write_text("".join(f"[127.0.0.1]:{vm.ssh_port} {k}\n" for k in host_keys))
+        ssh = [
+            "ssh",
+            "-p",
+            str(vm.ssh_port),
+            "-i",
+            str(client.private),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "root@127.0.0.1",
+        ]
+        inside = subprocess.run(
+            [*ssh, "cat /etc/machine-id; echo ---; cat /root/.ssh/authorized_keys"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert inside.returncode == 0, inside.stderr
+        page = vm.http_get(timeout=120)
+    finally:
+        vm.close()
+    machine_id, authorized = inside.stdout.split("---\n")
+    assert machine_id.strip() and machine_id.strip() != build_vm["machine_id"]
+    assert build_vm["host_key"] not in {key_fingerprint(k) for k in host_keys}
+    fingerprints = {key_fingerprint(line) for line in authorized.splitlines() if line.strip()}
+    assert fingerprints == {client.fingerprint}
+    assert build_vm["build_key"] not in fingerprints
+    assert "Hello from imgpipe" in page
