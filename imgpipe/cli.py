@@ -86,24 +86,9 @@ def validate(spec: SpecArg, var: VarOpt = None, var_file: VarFileOpt = None) -> 
 
 def _check_roles(loaded):  # type: ignore[no-untyped-def]
     from imgpipe.errors import SpecError
-    from imgpipe.roles import resolve_roles, roles_path
+    from imgpipe.roles import reference_problems
 
-    problems = []
-    for i, role in enumerate(resolve_roles(loaded)):
-        if role.path is None and role.name.count(".") < 2:
-            raw = loaded.spec.provision.roles[i]
-            field = ("provision", "roles", i) if isinstance(raw, str) else ("provision", "roles", i, "role")
-            searched = ", ".join(str(p) for p in roles_path(loaded))
-            problems.append(
-                f"{loaded.doc.position(field)}: provision.roles[{i}]: role "
-                f"'{role.name}' not found (searched {searched})"
-            )
-    for i, pb in enumerate(loaded.spec.provision.playbooks):
-        if not (loaded.directory / pb).is_file():
-            problems.append(
-                f"{loaded.doc.position(('provision', 'playbooks', i))}: "
-                f"provision.playbooks[{i}]: no such playbook {pb}"
-            )
+    problems = reference_problems(loaded)
     if problems:
         raise SpecError("\n".join([f"{loaded.path}: invalid spec", *("  " + p for p in problems)]))
 

@@ -4,8 +4,10 @@ names host, role, task and message."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,13 @@ class AnsibleSession:
         # ControlPath sockets have a ~100 byte limit: keep them in a short /tmp dir.
         self.cp_dir = Path(tempfile.mkdtemp(prefix="imgpipe-cp-"))
         ctx.resources.track("ssh-control-dir", close_control_masters, path=str(self.cp_dir))
+        self.installed_roles: Path | None = None
+        self.collections = ctx.workdir / "galaxy" / "collections"
+        if ctx.loaded.spec.provision.requirements:
+            from imgpipe.requirements import install_requirements
+
+            req = ctx.loaded.directory / ctx.loaded.spec.provision.requirements
+            self.installed_roles, self.collections = install_requirements(req, ctx.workdir / "galaxy")
 
     def run(self, stage: str, plays: list[dict[str, Any]], extravars: dict[str, Any]) -> None:
         import ansible_runner
@@ -117,13 +126,12 @@ class AnsibleSession:
             ident=stage,
             inventory=str(self.pdd / "inventory" / "hosts.yml"),
             extravars=extravars,
-            roles_path=[str(p) for p in roles_path(self.ctx.loaded)],
+            roles_path=[str(p) for p in roles_path(self.ctx.loaded, self.installed_roles)],
             envvars=self._env(),
             quiet=True,
             event_handler=progress,
             cancel_callback=self.ctx.cancel.is_set,
             timeout=timeout,
-            settings={"suppress_env_files": False},
         )
         log = self.pdd / "artifacts" / stage / "stdout"
         if log.is_file():
@@ -145,7 +153,10 @@ class AnsibleSession:
         )
 
     def _env(self) -> dict[str, str]:
+        # ansible-playbook lives beside this Python; an unactivated venv has it off PATH.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         return {
+            "PATH": path,
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.cp_dir),
@@ -153,7 +164,7 @@ class AnsibleSession:
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_LOCAL_TEMP": str(self.pdd / "tmp"),
-            "ANSIBLE_COLLECTIONS_PATH": str(self.ctx.workdir / "collections"),
+            "ANSIBLE_COLLECTIONS_PATH": str(self.collections),
         }
 
 

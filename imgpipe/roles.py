@@ -17,11 +17,12 @@ class ResolvedRole:
     sha256: str | None
 
 
-def roles_path(loaded: LoadedSpec) -> list[Path]:
-    """Spec's own roles/ first, then its roles_path entries, then imgpipe's shipped roles."""
+def roles_path(loaded: LoadedSpec, installed: Path | None = None) -> list[Path]:
+    """Spec's own roles/ first, then its roles_path entries, then roles installed from
+    the requirements file (if any), then imgpipe's shipped roles."""
     here = loaded.directory
     paths = [here / "roles", *((here / p).resolve() for p in loaded.spec.provision.roles_path)]
-    return [*paths, shipped_dir("roles")]
+    return [*paths, *([installed] if installed else []), shipped_dir("roles")]
 
 
 def tree_digest(root: Path) -> str:
@@ -44,3 +45,30 @@ def resolve_role(name: str, search: list[Path]) -> ResolvedRole:
 def resolve_roles(loaded: LoadedSpec) -> list[ResolvedRole]:
     search = roles_path(loaded)
     return [resolve_role(ref.role, search) for ref in loaded.spec.provision.role_refs()]
+
+
+def reference_problems(loaded: LoadedSpec) -> list[str]:
+    """Roles and playbooks the spec names but that do not exist, with positions.
+    Roles may also come from the requirements file, which is only read at bake time."""
+    problems = []
+    prov = loaded.spec.provision
+    search = roles_path(loaded)
+    for i, raw in enumerate(prov.roles):
+        name = raw if isinstance(raw, str) else raw.role
+        collection_role = name.count(".") >= 2
+        if collection_role or prov.requirements or resolve_role(name, search).path:
+            continue
+        field = ("provision", "roles", i) if isinstance(raw, str) else ("provision", "roles", i, "role")
+        searched = ", ".join(str(p) for p in search)
+        problems.append(
+            f"{loaded.doc.position(field)}: provision.roles[{i}]: role '{name}' not found "
+            f"(searched {searched})"
+        )
+    for i, playbook in enumerate(prov.playbooks):
+        if not (loaded.directory / playbook).is_file():
+            pos = loaded.doc.position(("provision", "playbooks", i))
+            problems.append(f"{pos}: provision.playbooks[{i}]: no such playbook {playbook}")
+    if prov.requirements and not (loaded.directory / prov.requirements).is_file():
+        pos = loaded.doc.position(("provision", "requirements"))
+        problems.append(f"{pos}: provision.requirements: no such file {prov.requirements}")
+    return problems

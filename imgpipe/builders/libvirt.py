@@ -126,7 +126,7 @@ class LibvirtBuilder:
                     "ed25519_public": host.public,
                 },
                 "ssh_deletekeys": True,
-                "ssh_genkeytypes": [],
+                "ssh_genkeytypes": ["ed25519"],  # present already: generates nothing
                 "disable_root": False,
                 "users": [],
                 "ssh_authorized_keys": [client.public],
