@@ -92,7 +92,8 @@ def test_failing_task_names_task_and_role_and_leaves_nothing(
     assert leftovers(imgpipe_env, build.name) == NOTHING
 
 
-def test_ctrl_c_during_provisioning_cleans_up(imgpipe_env, base_image, outside_roles, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_provisioning_cleans_up(imgpipe_env, base_image, outside_roles, tmp_path, signum):
     spec = spec_with(tmp_path, outside_roles, "sleeper")
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -113,10 +114,29 @@ def test_ctrl_c_during_provisioning_cleans_up(imgpipe_env, base_image, outside_r
     else:
         pytest.fail("bake ended before provisioning:\n" + "".join(seen))
     time.sleep(2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     rest_out, rest_err = proc.communicate(timeout=180)
     assert proc.returncode == 130, rest_err
     assert "interrupted" in rest_err and "Traceback" not in rest_err
     (build,) = list((out / "ext").iterdir())
     assert list(build.glob("*.qcow2")) == [] and list(build.glob(".*.partial")) == []
+    assert leftovers(imgpipe_env, build.name) == NOTHING
+
+
+def test_on_error_abort_keeps_vm_reachable_until_gc(imgpipe_env, base_image, outside_roles, tmp_path):
+    spec = spec_with(tmp_path, outside_roles, "failing")
+    proc = run_imgpipe(
+        imgpipe_env, "bake", str(spec), "--output", str(tmp_path / "out"), "--on-error", "abort"
+    )
+    assert proc.returncode == 1
+    build = build_dir_from(proc.stdout)
+    reach = next(line for line in proc.stderr.splitlines() if "reach it:" in line)
+    ssh = reach.split("reach it:", 1)[1].split()
+    assert "StrictHostKeyChecking=yes" in ssh
+    assert f"imgpipe gc --build {build.name}" in proc.stderr
+    assert leftovers(imgpipe_env, build.name)["domains"] == [f"imgpipe-{build.name}-local"]
+    inside = subprocess.run([*ssh, "cat", "/etc/hostname"], capture_output=True, text=True, timeout=120)
+    assert inside.returncode == 0, inside.stderr
+    gc = run_imgpipe(imgpipe_env, "gc", "--build", build.name)
+    assert gc.returncode == 0, gc.stderr
     assert leftovers(imgpipe_env, build.name) == NOTHING
