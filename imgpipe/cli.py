@@ -1,20 +1,27 @@
-"""The imgpipe command line: parse, call the core, render. No build logic here."""
+"""The imgpipe command line: parse, call the core, render. No build logic here;
+heavy modules (ansible_runner, libvirt, boto3) load only inside the commands
+that need them, so `imgpipe --help` starts fast."""
 
 from __future__ import annotations
 
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from imgpipe import __version__
 
+if TYPE_CHECKING:
+    from imgpipe.spec.load import LoadedSpec
+    from imgpipe.spec.variables import ResolvedVar
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Bake machine images from a YAML spec and your existing Ansible roles.",
 )
 
@@ -22,6 +29,7 @@ _DEBUG = False
 
 
 def _abort(exc: BaseException) -> NoReturn:
+    """Every error ends here: one clear message and its exit code; a traceback only with --debug."""
     from imgpipe.errors import ImgpipeError
 
     if _DEBUG:
@@ -31,7 +39,7 @@ def _abort(exc: BaseException) -> NoReturn:
     if isinstance(exc, ImgpipeError):
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code)
-    typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+    typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (--debug shows details)", err=True)
     raise typer.Exit(1)
 
 
@@ -53,58 +61,120 @@ def main_options(
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The image spec (YAML).")]
-VarOpt = Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE, highest precedence.")]
-VarFileOpt = Annotated[list[Path] | None, typer.Option("--var-file", help="YAML/JSON variables file.")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE; highest precedence.")]
+VarFileOpt = Annotated[list[Path] | None, typer.Option("--var-file", help="YAML or JSON variables file.")]
 
 
-def _select_targets(names: list[str], only: list[str]) -> tuple[str, ...]:
+def _load(
+    spec: Path, var_file: list[Path] | None, var: list[str] | None
+) -> tuple[LoadedSpec, dict[str, ResolvedVar]]:
+    from imgpipe.errors import SpecError
+    from imgpipe.roles import reference_problems
+    from imgpipe.spec import load_spec
+    from imgpipe.spec.variables import resolve_variables
+
+    loaded = load_spec(spec)
+    variables = resolve_variables(loaded, var_file or [], var or [])
+    problems = reference_problems(loaded)
+    if problems:
+        raise SpecError("\n".join([f"{loaded.path}: invalid spec", *("  " + p for p in problems)]))
+    return loaded, variables
+
+
+def _select_targets(names: list[str], only: list[str], exclude: list[str]) -> tuple[str, ...]:
     from imgpipe.errors import SpecError
     from imgpipe.spec.problems import suggestion
 
-    for name in only:
-        if name not in names:
-            raise SpecError(
-                f"--only {name}: no such target{suggestion(name, names)} (targets: {', '.join(names)})"
-            )
-    return tuple(n for n in names if not only or n in only)
+    for flag, chosen in (("--only", only), ("--except", exclude)):
+        for name in chosen:
+            if name not in names:
+                raise SpecError(
+                    f"{flag} {name}: no such target{suggestion(name, names)} (targets: {', '.join(names)})"
+                )
+    selected = tuple(n for n in names if (not only or n in only) and n not in exclude)
+    if not selected:
+        raise SpecError("--only/--except leave no target to bake")
+    return selected
 
 
 @app.command()
 def validate(spec: SpecArg, var: VarOpt = None, var_file: VarFileOpt = None) -> None:
-    """Check a spec and its variables without building anything."""
-    from imgpipe.spec import load_spec
-    from imgpipe.spec.variables import resolve_variables
-
+    """Check spec, variables, roles and playbooks (Ansible syntax check) without building."""
     try:
-        loaded = load_spec(spec)
-        resolve_variables(loaded, var_file or [], var or [])
-        _check_roles(loaded)
+        loaded, _variables = _load(spec, var_file, var)
+        from imgpipe.provision import syntax_check
+
+        syntax_check(loaded)
     except Exception as exc:  # noqa: BLE001 - rendered as one clear message
         _abort(exc)
     typer.echo(f"{spec}: ok ({len(loaded.spec.targets)} target(s))")
 
 
-def _check_roles(loaded):  # type: ignore[no-untyped-def]
-    from imgpipe.errors import SpecError
-    from imgpipe.roles import reference_problems
+@app.command()
+def inspect(
+    spec: SpecArg,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Print the resolved plan: targets, source, roles and their paths, variables and their origins."""
+    try:
+        loaded, variables = _load(spec, var_file, var)
+        from imgpipe.plan import render_plan, resolved_plan
 
-    problems = reference_problems(loaded)
-    if problems:
-        raise SpecError("\n".join([f"{loaded.path}: invalid spec", *("  " + p for p in problems)]))
+        plan = resolved_plan(loaded, variables)
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(plan, indent=2))
+    else:
+        typer.echo(render_plan(plan))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editor completion via yaml-language-server)."""
+    import json
+
+    from imgpipe.spec.schema import spec_json_schema
+
+    typer.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to scaffold (default: here).")] = Path("."),
+    name: Annotated[str, typer.Option("--name", help="Image name.")] = "my-image",
+) -> None:
+    """Scaffold a spec, a roles/ folder with one role, and an image test."""
+    try:
+        from imgpipe.scaffold import scaffold
+
+        written = scaffold(directory, name)
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: imgpipe validate {directory / 'image.yml'}")
 
 
 @app.command()
 def bake(
     spec: SpecArg,
     only: Annotated[list[str] | None, typer.Option("--only", help="Bake only this target.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--except", help="Do not bake this target.")] = None,
     var: VarOpt = None,
     var_file: VarFileOpt = None,
     output: Annotated[Path, typer.Option("--output", help="Output directory.")] = Path("output"),
     on_error: Annotated[
-        str, typer.Option("--on-error", help="cleanup: remove the failed VM; abort: keep it for debugging.")
+        str, typer.Option("--on-error", help="cleanup: remove a failed VM; abort: keep it for debugging.")
     ] = "cleanup",
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Targets baked at once.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per event on stdout.")] = False,
 ) -> None:
-    """Bake the spec's targets into images under OUTPUT/<name>/<build-id>/."""
+    """Bake the spec's targets, in parallel, into OUTPUT/<name>/<build-id>/."""
     from imgpipe.errors import Interrupted, SpecError
 
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -112,33 +182,48 @@ def bake(
         from imgpipe.pipeline import BakeOptions, OnError
         from imgpipe.pipeline import bake as run_bake
         from imgpipe.report import make_reporter
-        from imgpipe.spec import load_spec
-        from imgpipe.spec.variables import resolve_variables
 
         if on_error not in ("cleanup", "abort"):
             raise SpecError(f"--on-error {on_error!r}: expected 'cleanup' or 'abort'")
-        loaded = load_spec(spec)
-        variables = resolve_variables(loaded, var_file or [], var or [])
-        _check_roles(loaded)
-        targets = _select_targets(list(loaded.spec.targets), only or [])
-        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error))
-        reporter = make_reporter(list(targets))
+        loaded, variables = _load(spec, var_file, var)
+        targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
+        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel or None)
+        reporter = make_reporter(list(targets), json_out)
         try:
             result = run_bake(loaded, options, reporter)
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted") from None
         finally:
             reporter.close()
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         _abort(Interrupted("interrupted") if isinstance(exc, KeyboardInterrupt) else exc)
-    for record in result.records:
-        if record.ok:
-            typer.echo(f"{record.target}: {result.output_dir / str(record.artifact_id)}")
-    for target, err in result.errors.items():
-        typer.echo(f"error: target {target}: {err}", err=True)
-    typer.echo(f"manifest: {result.output_dir / 'manifest.json'}")
+    _render_result(result, json_out)
+
+
+def _render_result(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
+    manifest = result.output_dir / "manifest.json"
+    if json_out:
+        from imgpipe.report import JsonReporter
+
+        JsonReporter().write(
+            {
+                "event": "result",
+                "ok": result.ok,
+                "build_id": result.build_id,
+                "manifest": str(manifest),
+                "images": {
+                    r.target: str(result.output_dir / str(r.artifact_id)) for r in result.records if r.ok
+                },
+                "errors": {t: str(e) for t, e in result.errors.items()},
+            }
+        )
+    else:
+        for record in result.records:
+            if record.ok:
+                typer.echo(f"{record.target}: {result.output_dir / str(record.artifact_id)}")
+        for target, err in result.errors.items():
+            typer.echo(f"error: target {target}: {err}", err=True)
+        typer.echo(f"manifest: {manifest}")
     if not result.ok:
         codes = {err.exit_code for err in result.errors.values()}
         raise typer.Exit(130 if 130 in codes else 1)
@@ -154,7 +239,7 @@ def gc(
         str | None, typer.Option("--build", help="Remove this build's resources, even if kept.")
     ] = None,
 ) -> None:
-    """Remove temporary resources left by killed or --on-error abort builds."""
+    """Remove temporary resources left by killed builds (or kept by --on-error abort)."""
     from imgpipe.journal import collect
     from imgpipe.paths import state_dir
 

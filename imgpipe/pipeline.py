@@ -19,10 +19,11 @@ from imgpipe.builders.base import Artifact, Builder, SSHEndpoint, TargetContext
 from imgpipe.builders.sshkeys import key_fingerprint
 from imgpipe.capture import finalize
 from imgpipe.errors import BuildError, ImgpipeError, Interrupted
-from imgpipe.events import Emitter, EventSink
+from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
 from imgpipe.paths import cache_dir, state_dir
+from imgpipe.redact import Redactor
 from imgpipe.spec.load import LoadedSpec
 from imgpipe.spec.variables import ResolvedVar
 
@@ -38,6 +39,7 @@ class BakeOptions:
     targets: tuple[str, ...]
     variables: dict[str, ResolvedVar]
     on_error: OnError = OnError.cleanup
+    parallel: int | None = None  # targets at once; default: all
 
 
 @dataclass
@@ -50,6 +52,21 @@ class BakeResult:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+class RedactingSink:
+    def __init__(self, sink: EventSink, redact: Redactor) -> None:
+        self.sink, self.redact = sink, redact
+
+    def emit(self, event: Event) -> None:
+        self.sink.emit(Event(event.target, event.kind, self.redact.data(event.data), event.time))
+
+
+def _redacted(err: ImgpipeError, redact: Redactor) -> ImgpipeError:
+    err.message = redact.text(err.message)
+    err.hint = redact.text(err.hint) if err.hint else err.hint
+    err.args = (err.message,)
+    return err
 
 
 def new_build_id() -> str:
@@ -105,7 +122,7 @@ class TargetBake:
             _checkpoint(ctx)
             self.publish_locally(artifact)
         except BaseException as exc:
-            self.record.error = str(exc) if isinstance(exc, ImgpipeError) else repr(exc)
+            self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
             if self.options.on_error == OnError.abort and not isinstance(
                 exc, Interrupted | KeyboardInterrupt
             ):
@@ -122,7 +139,7 @@ class TargetBake:
         from imgpipe.provision import AnsibleSession, provision_playbook
 
         self.session = AnsibleSession(self.ctx, endpoint)
-        plays = provision_playbook(self.ctx)
+        plays = provision_playbook(self.ctx.loaded, self.ctx.target)
         with self.ctx.emit.stage("provision"):
             if plays:
                 self.session.run("provision", plays, _extravars(self.ctx, self.options.variables))
@@ -177,11 +194,15 @@ def bake(
     """Bake every selected target in parallel. Never raises for a target's
     failure: the result carries per-target errors. Raises Interrupted if cancelled."""
     cancel = cancel or threading.Event()
+    redact = Redactor(v.value for v in options.variables.values() if v.sensitive)
+    sink = RedactingSink(sink, redact) if redact else sink
     build_id = new_build_id()
     out = options.output / loaded.spec.name / build_id
     out.mkdir(parents=True, exist_ok=True)
     result = BakeResult(build_id, out)
-    bakes = [_target_bake(loaded, options, sink, cancel, build_id, name, out) for name in options.targets]
+    bakes = [
+        _target_bake(loaded, options, sink, cancel, build_id, name, out, redact) for name in options.targets
+    ]
 
     def run_one(tb: TargetBake) -> None:
         try:
@@ -197,10 +218,10 @@ def bake(
                     else BuildError(f"unexpected {type(exc).__name__}: {exc}")
                 )
             )
-            result.errors[tb.ctx.target] = err
+            result.errors[tb.ctx.target] = _redacted(err, redact)
             tb.ctx.emit("target_finished", ok=False, error=str(err))
 
-    with ThreadPoolExecutor(max_workers=max(1, len(bakes))) as pool:
+    with ThreadPoolExecutor(max_workers=options.parallel or max(1, len(bakes))) as pool:
         futures = [pool.submit(run_one, tb) for tb in bakes]
         try:
             while not all(f.done() for f in futures):
@@ -232,6 +253,7 @@ def _target_bake(
     build_id: str,
     name: str,
     out: Path,
+    redact: Redactor,
 ) -> TargetBake:
     resources = Resources(state_dir() / "journal", build_id, name)
     workdir = cache_dir() / "work" / f"{build_id}-{name}"
@@ -250,6 +272,7 @@ def _target_bake(
         resources=resources,
         emit=Emitter(sink, name),
         cancel=cancel,
+        redact=redact,
     )
     builder_type: Any = builder_class(loaded.targets[name].builder)  # type: ignore[attr-defined]
     return TargetBake(ctx, builder_type(ctx), options, out)

@@ -4,8 +4,8 @@ names host, role, task and message."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,20 +15,21 @@ from typing import Any
 import yaml
 
 from imgpipe.builders.base import SSHEndpoint, TargetContext
-from imgpipe.errors import Interrupted, ProvisionError
+from imgpipe.errors import Interrupted, ProvisionError, SpecError
 from imgpipe.journal import remove_path
 from imgpipe.roles import roles_path
 from imgpipe.shipped import shipped_dir
+from imgpipe.spec.load import LoadedSpec
 
 
-def provision_playbook(ctx: TargetContext) -> list[dict[str, Any]] | None:
+def provision_playbook(loaded: LoadedSpec, target: str) -> list[dict[str, Any]] | None:
     """The play imgpipe generates from the spec: roles in order, then the spec's playbooks."""
-    prov = ctx.loaded.spec.provision
+    prov = loaded.spec.provision
     plays: list[dict[str, Any]] = []
     if prov.roles:
         plays.append(
             {
-                "name": f"imgpipe provision {ctx.loaded.spec.name} ({ctx.target})",
+                "name": f"imgpipe provision {loaded.spec.name} ({target})",
                 "hosts": "all",
                 "gather_facts": True,
                 "roles": [
@@ -38,8 +39,43 @@ def provision_playbook(ctx: TargetContext) -> list[dict[str, Any]] | None:
             }
         )
     for playbook in prov.playbooks:
-        plays.append({"import_playbook": str((ctx.loaded.directory / playbook).resolve())})
+        plays.append({"import_playbook": str((loaded.directory / playbook).resolve())})
     return plays or None
+
+
+def syntax_check(loaded: LoadedSpec) -> None:
+    """ansible-playbook --syntax-check over what a bake would run. Roles from a
+    requirements file exist only at bake time, so such specs are checked then."""
+    plays = provision_playbook(loaded, "check")
+    if not plays or loaded.spec.provision.requirements:
+        return
+    with tempfile.TemporaryDirectory(prefix="imgpipe-check-") as tmp:
+        playbook = Path(tmp) / "provision.yml"
+        playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+        env = {
+            **os.environ,
+            "PATH": _venv_path(),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_ROLES_PATH": os.pathsep.join(str(p) for p in roles_path(loaded)),
+            "ANSIBLE_LOCAL_TEMP": tmp,
+            "ANSIBLE_HOME": tmp,
+        }
+        proc = subprocess.run(
+            ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(playbook)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if proc.returncode != 0:
+        detail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise SpecError(f"{loaded.path}: Ansible syntax check failed:\n{detail}")
+
+
+def _venv_path() -> str:
+    """ansible-playbook lives beside this Python; an unactivated venv has it off PATH."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def inventory(target: str, ep: SSHEndpoint) -> dict[str, Any]:
@@ -120,22 +156,29 @@ class AnsibleSession:
         playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
         progress = _Progress(self.ctx)
         timeout = self.ctx.loaded.spec.provision.timeout_s
-        runner = ansible_runner.run(
-            private_data_dir=str(self.pdd),
-            playbook=str(playbook),
-            ident=stage,
-            inventory=str(self.pdd / "inventory" / "hosts.yml"),
-            extravars=extravars,
-            roles_path=[str(p) for p in roles_path(self.ctx.loaded, self.installed_roles)],
-            envvars=self._env(),
-            quiet=True,
-            event_handler=progress,
-            cancel_callback=self.ctx.cancel.is_set,
-            timeout=timeout,
-        )
-        log = self.pdd / "artifacts" / stage / "stdout"
-        if log.is_file():
-            shutil.copyfile(log, self.ctx.log_dir / f"ansible-{stage}.log")
+        self._write_extravars(extravars)
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(self.pdd),
+                playbook=str(playbook),
+                ident=stage,
+                inventory=str(self.pdd / "inventory" / "hosts.yml"),
+                roles_path=[str(p) for p in roles_path(self.ctx.loaded, self.installed_roles)],
+                envvars=self._env(),
+                quiet=True,
+                event_handler=progress,
+                cancel_callback=self.ctx.cancel.is_set,
+                timeout=timeout,
+            )
+            log = self.pdd / "artifacts" / stage / "stdout"
+            if log.is_file():
+                copy = self.ctx.log_dir / f"ansible-{stage}.log"
+                copy.write_text(self.ctx.redact.text(log.read_text(errors="replace")))
+        finally:
+            # Values (sensitive ones too) sit in extravars and the run's artifacts:
+            # gone as soon as the run is, even when the VM is kept for debugging.
+            remove_path(str(self.pdd / "env"))
+            remove_path(str(self.pdd / "artifacts"))
         if runner.status == "successful":
             return
         if runner.status == "canceled" or self.ctx.cancel.is_set():
@@ -152,11 +195,18 @@ class AnsibleSession:
             hint=f"full Ansible log: {self.ctx.log_dir / f'ansible-{stage}.log'}",
         )
 
+    def _write_extravars(self, extravars: dict[str, Any]) -> None:
+        """ansible-runner reads env/extravars and passes it as -e @file: values never
+        reach a command line. Written 0600 from the start."""
+        path = self.pdd / "env" / "extravars"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(extravars, fh)
+
     def _env(self) -> dict[str, str]:
-        # ansible-playbook lives beside this Python; an unactivated venv has it off PATH.
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         return {
-            "PATH": path,
+            "PATH": _venv_path(),
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.cp_dir),

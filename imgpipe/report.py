@@ -88,5 +88,30 @@ class LiveReporter:
         self.live.stop()
 
 
-def make_reporter(targets: list[str]) -> LineReporter | LiveReporter:
+def make_reporter(targets: list[str], json_lines: bool = False) -> LineReporter | LiveReporter | JsonReporter:
+    if json_lines:
+        return JsonReporter()
     return LiveReporter(targets) if sys.stderr.isatty() else LineReporter()
+
+
+class JsonReporter:
+    """One JSON object per line on stdout, for CI systems. The envelope is
+    versioned ("v") and its keys are pinned by a test."""
+
+    VERSION = 1
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        self.write({"event": event.kind, "target": event.target, "time": round(event.time, 3), **event.data})
+
+    def write(self, obj: dict[str, object]) -> None:
+        import json
+
+        with self.lock:
+            print(json.dumps({"v": self.VERSION, **obj}, default=str), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from imgpipe.redact import Redactor
+
 if TYPE_CHECKING:
     from imgpipe.events import Emitter
     from imgpipe.journal import Resources
@@ -71,6 +73,7 @@ class TargetContext:
     resources: Resources
     emit: Emitter
     cancel: threading.Event = field(default_factory=threading.Event)
+    redact: Redactor = field(default_factory=lambda: Redactor(()))
 
 
 class Builder(Protocol):

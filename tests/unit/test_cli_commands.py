@@ -1,0 +1,108 @@
+"""inspect, schema, init, target selection and the --json envelope."""
+
+import json
+import subprocess
+
+import pytest
+
+from imgpipe.errors import SpecError
+from imgpipe.events import Event
+from imgpipe.report import JsonReporter
+from tests.conftest import IMGPIPE, REPO, write
+
+
+def imgpipe(*args, env=None):
+    return subprocess.run([*IMGPIPE, *args], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def test_init_scaffold_validates_and_refuses_to_overwrite(tmp_path):
+    out = imgpipe("init", str(tmp_path / "proj"), "--name", "demo")
+    assert out.returncode == 0, out.stderr
+    spec = tmp_path / "proj" / "image.yml"
+    assert (tmp_path / "proj" / "roles" / "base" / "tasks" / "main.yml").is_file()
+    assert (tmp_path / "proj" / "tests" / "test_image.py").is_file()
+    check = imgpipe("validate", str(spec))
+    assert check.returncode == 0, check.stderr
+    again = imgpipe("init", str(tmp_path / "proj"))
+    assert again.returncode == 2 and "never overwrites" in again.stderr
+
+
+def test_validate_runs_ansible_syntax_check(tmp_path):
+    spec = write(
+        tmp_path / "spec.yml",
+        "imgpipe: 1\nname: x\nprovision: {roles: [broken]}\ntargets: {local: {builder: libvirt}}\n",
+    )
+    write(tmp_path / "roles" / "broken" / "tasks" / "main.yml", "- name: bad\n  no_such_module_xyz: {}\n")
+    out = imgpipe("validate", str(spec))
+    assert out.returncode == 2
+    assert "Ansible syntax check failed" in out.stderr and "no_such_module_xyz" in out.stderr
+
+
+def test_inspect_shows_origins_and_masks_sensitive(tmp_path):
+    spec = write(
+        tmp_path / "spec.yml",
+        """\
+imgpipe: 1
+name: x
+variables:
+  title: {type: string, default: hello}
+  token: {type: string, sensitive: true}
+provision: {roles: [nginx]}
+targets: {local: {builder: libvirt}}
+""",
+    )
+    env = {"IMGPIPE_VAR_token": "s3cr3t-value", "PATH": "/usr/bin:/bin"}
+    out = imgpipe("inspect", str(spec), "--var", "title=cli", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["variables"]["title"] == {"value": "cli", "origin": "--var", "sensitive": False}
+    assert plan["variables"]["token"]["value"] == "***"
+    assert plan["variables"]["token"]["origin"] == "env IMGPIPE_VAR_token"
+    assert plan["roles"][0]["path"] == str(REPO / "roles" / "nginx")
+    assert plan["targets"]["local"]["accelerator"] == "auto"
+    text = imgpipe("inspect", str(spec), env=env)
+    assert "s3cr3t-value" not in text.stdout + text.stderr and "token = '***'" in text.stdout
+
+
+def test_schema_covers_builders_and_descriptions():
+    out = imgpipe("schema")
+    schema = json.loads(out.stdout)
+    assert schema["properties"]["targets"]["additionalProperties"] == {"$ref": "#/$defs/LibvirtSettings"}
+    libvirt = schema["$defs"]["LibvirtSettings"]["properties"]
+    assert libvirt["memory_mb"]["description"] and libvirt["builder"]["const"] == "libvirt"
+
+
+@pytest.mark.parametrize(
+    "only,exclude,expected",
+    [
+        ([], [], ("a", "b", "c")),
+        (["b"], [], ("b",)),
+        ([], ["a"], ("b", "c")),
+    ],
+)
+def test_target_selection(only, exclude, expected):
+    from imgpipe.cli import _select_targets
+
+    assert _select_targets(["a", "b", "c"], only, exclude) == expected
+
+
+def test_target_selection_suggests():
+    from imgpipe.cli import _select_targets
+
+    with pytest.raises(SpecError, match=r"--only locl: no such target \(did you mean 'local'\?\)"):
+        _select_targets(["local", "aws"], ["locl"], [])
+    with pytest.raises(SpecError, match="leave no target"):
+        _select_targets(["local"], [], ["local"])
+
+
+def test_json_envelope_keys_are_pinned(capsys):
+    JsonReporter().emit(Event("local", "stage_finished", {"stage": "seal", "seconds": 1.5}, time=1.0))
+    line = json.loads(capsys.readouterr().out)
+    assert line == {
+        "v": 1,
+        "event": "stage_finished",
+        "target": "local",
+        "time": 1.0,
+        "stage": "seal",
+        "seconds": 1.5,
+    }
