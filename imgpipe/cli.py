@@ -60,7 +60,7 @@ def main_options(
     _DEBUG = debug
 
 
-SpecArg = Annotated[Path, typer.Argument(help="The image spec (YAML).")]
+SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="The image spec (YAML).")]
 VarOpt = Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE; highest precedence.")]
 VarFileOpt = Annotated[list[Path] | None, typer.Option("--var-file", help="YAML or JSON variables file.")]
 
@@ -171,7 +171,9 @@ def bake(
     on_error: Annotated[
         str, typer.Option("--on-error", help="cleanup: remove a failed VM; abort: keep it for debugging.")
     ] = "cleanup",
-    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Targets baked at once.")] = 0,
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", min=1, help="Targets baked at once (default: all).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per event on stdout.")] = False,
 ) -> None:
     """Bake the spec's targets, in parallel, into OUTPUT/<name>/<build-id>/."""
@@ -187,7 +189,7 @@ def bake(
             raise SpecError(f"--on-error {on_error!r}: expected 'cleanup' or 'abort'")
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
-        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel or None)
+        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
         reporter = make_reporter(list(targets), json_out)
         try:
             result = run_bake(loaded, options, reporter)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from imgpipe.events import Event
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class LineReporter:
@@ -43,11 +46,11 @@ class LineReporter:
 class LiveReporter:
     """A rich live table; every line of detail still goes to the log files."""
 
-    def __init__(self, targets: list[str]) -> None:
+    def __init__(self, targets: list[str], console: Console | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.rows = {t: {"stage": "waiting", "detail": "", "since": time.monotonic()} for t in targets}
         self.started = time.monotonic()
         self.lock = threading.Lock()
@@ -74,15 +77,21 @@ class LiveReporter:
             if event.kind == "stage_started":
                 row.update(stage=d["stage"], detail="", since=time.monotonic())
             elif event.kind == "stage_finished" and d["stage"] != "cleanup":
-                self.console.print(f"[dim]{event.target}[/] {d['stage']} done in {d['seconds']:.1f} s")
+                self._print(event.target, "dim", f"{d['stage']} done in {d['seconds']:.1f} s")
             elif event.kind == "task":
                 row["detail"] = f"{d['role']} : {d['task']}" if d.get("role") else d["task"]
             elif event.kind == "message":
                 row["detail"] = d["text"]
             elif event.kind in ("error", "kept"):
-                self.console.print(f"[red]{event.target}[/] {d.get('message') or d.get('hint')}")
+                self._print(event.target, "red", str(d.get("message") or d.get("hint")))
             elif event.kind == "target_finished":
                 row.update(stage="done" if d["ok"] else "FAILED", detail="")
+
+    def _print(self, target: str, style: str, text: str) -> None:
+        """User text (task names, errors) may hold [brackets]: never parse it as markup."""
+        from rich.text import Text
+
+        self.console.print(Text.assemble((target, style), " ", text), highlight=False)
 
     def close(self) -> None:
         self.live.stop()

@@ -106,3 +106,30 @@ def test_json_envelope_keys_are_pinned(capsys):
         "stage": "seal",
         "seconds": 1.5,
     }
+
+
+def test_bake_flags_parse_before_any_vm_starts(tmp_path):
+    """Every bake flag parses; a bad target or flag value fails with exit 2 before building."""
+    out = imgpipe(
+        "bake",
+        "examples/web.yml",
+        "--only",
+        "locl",
+        "--except",
+        "x",
+        "--parallel",
+        "2",
+        "--var",
+        "site_title=t",
+        "--on-error",
+        "abort",
+        "--json",
+        "--output",
+        str(tmp_path),
+    )
+    assert out.returncode == 2, out.stderr
+    assert "--only locl: no such target (did you mean 'local'?)" in out.stderr
+    bad = imgpipe("bake", "examples/web.yml", "--parallel", "0")
+    assert bad.returncode == 2 and "--parallel" in bad.stderr
+    help_text = imgpipe("bake", "--help").stdout
+    assert "Usage: " in help_text and "SPEC" in help_text and "{spec}" not in help_text
