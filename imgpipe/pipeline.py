@@ -69,6 +69,14 @@ def _redacted(err: ImgpipeError, redact: Redactor) -> ImgpipeError:
     return err
 
 
+def _as_imgpipe_error(exc: BaseException) -> ImgpipeError:
+    if isinstance(exc, ImgpipeError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted")
+    return BuildError(f"unexpected {type(exc).__name__}: {exc}")
+
+
 def new_build_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -102,6 +110,7 @@ class TargetBake:
         ctx, emit = self.ctx, self.ctx.emit
         start = time.monotonic()
         try:
+            _checkpoint(ctx)  # a target queued behind --parallel may start after Ctrl-C
             with emit.stage("source"):
                 self.record.source = self.builder.prepare()
             _checkpoint(ctx)
@@ -209,15 +218,7 @@ def bake(
             tb.run()
             tb.ctx.emit("target_finished", ok=True)
         except BaseException as exc:  # noqa: BLE001 - recorded per target, reported by the CLI
-            err = (
-                exc
-                if isinstance(exc, ImgpipeError)
-                else (
-                    Interrupted("interrupted")
-                    if isinstance(exc, KeyboardInterrupt)
-                    else BuildError(f"unexpected {type(exc).__name__}: {exc}")
-                )
-            )
+            err = _as_imgpipe_error(exc)
             result.errors[tb.ctx.target] = _redacted(err, redact)
             tb.ctx.emit("target_finished", ok=False, error=str(err))
 
@@ -227,9 +228,7 @@ def bake(
             while not all(f.done() for f in futures):
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            cancel.set()
-            for tb in bakes:
-                tb.ctx.cancel.set()
+            cancel.set()  # every target shares it: Ansible runs cancel, VM waits stop
             for f in futures:
                 f.result()
             raise Interrupted("interrupted") from None

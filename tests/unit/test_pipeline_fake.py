@@ -133,3 +133,15 @@ def test_abort_keeps_vm_until_gc_build(fake, isolated_state):
     removed, failures = collect(isolated_state / "journal", build_id=result.build_id)
     assert failures == [] and len(removed) == 1
     assert leftovers(fake, isolated_state) == {"vms": [], "partials": [], "workdirs": [], "journal": []}
+
+
+def test_cancelled_before_start_prepares_nothing(fake, isolated_state):
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    loaded = load_spec(write(fake / "spec.yml", SPEC.replace("FAIL", "None")))
+    result = bake(loaded, BakeOptions(fake / "out", ("a", "b"), {}, parallel=1), NullSink(), cancel)
+    assert FakeBuilder.calls == []
+    assert {t: e.exit_code for t, e in result.errors.items()} == {"a": 130, "b": 130}
+    assert leftovers(fake, isolated_state) == {"vms": [], "partials": [], "workdirs": [], "journal": []}
