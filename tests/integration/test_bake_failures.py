@@ -92,8 +92,12 @@ def test_failing_task_names_task_and_role_and_leaves_nothing(
     assert leftovers(imgpipe_env, build.name) == NOTHING
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_during_provisioning_cleans_up(imgpipe_env, base_image, outside_roles, tmp_path, signum):
+@pytest.mark.parametrize(
+    "signum,when",
+    [(signal.SIGINT, "task sleeper : Sleep for a long time"), (signal.SIGTERM, "boot_to_ssh ...")],
+    ids=["ctrl-c-during-provisioning", "sigterm-during-boot"],
+)
+def test_interrupt_cleans_up(imgpipe_env, base_image, outside_roles, tmp_path, signum, when):
     spec = spec_with(tmp_path, outside_roles, "sleeper")
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -108,11 +112,11 @@ def test_interrupt_during_provisioning_cleans_up(imgpipe_env, base_image, outsid
     deadline = time.monotonic() + 900
     for line in proc.stderr:
         seen.append(line)
-        if "task sleeper : Sleep for a long time" in line:
+        if when in line:
             break
         assert time.monotonic() < deadline, "".join(seen)
     else:
-        pytest.fail("bake ended before provisioning:\n" + "".join(seen))
+        pytest.fail(f"bake ended before {when!r}:\n" + "".join(seen))
     time.sleep(2)
     proc.send_signal(signum)
     rest_out, rest_err = proc.communicate(timeout=180)
