@@ -36,6 +36,27 @@ class ProvisionError(BuildError):
     """Ansible failed on the build VM; names host, role, task and message."""
 
 
+class PublishError(ImgpipeError):
+    """Publishing an image failed and what it had created was rolled back.
+
+    Names the step (tag, copy, wait, share, ssm, upload, import, register), the region and
+    the AWS error code, so a user can search for the code."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        step: str = "",
+        region: str = "",
+        code: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.step = step
+        self.region = region
+        self.code = code
+
+
 class Interrupted(ImgpipeError):
     """The user pressed Ctrl-C or the process got SIGTERM."""
 

@@ -1,0 +1,15 @@
+"""Publishers: what happens to an image once it exists (AWS: tag, copy, share, SSM;
+a local qcow2/raw imported as an AMI). boto3 is imported only when a publish runs."""
+
+from imgpipe.publish.ami import AmiPublisher, PublishResult, PublishSettings, RegionImage
+from imgpipe.publish.aws_import import DiskFormat, ImageImporter, ImportSettings
+
+__all__ = [
+    "AmiPublisher",
+    "DiskFormat",
+    "ImageImporter",
+    "ImportSettings",
+    "PublishResult",
+    "PublishSettings",
+    "RegionImage",
+]

@@ -1,0 +1,108 @@
+"""All-or-nothing publishing: every change a publish makes pushes its undo the moment
+it is made; a failure or an interrupt runs the undos newest first, and each failing step
+becomes a PublishError that names the step, the region and the AWS error code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from imgpipe.aws.errors import error_code, error_message
+from imgpipe.errors import ImgpipeError, PublishError
+
+if TYPE_CHECKING:
+    from imgpipe.journal import Resources
+
+
+@contextmanager
+def step(name: str, region: str) -> Iterator[None]:
+    """Turn any failure inside into PublishError(step=name, region=region, code=...).
+    ImgpipeErrors and interrupts pass through unchanged."""
+    try:
+        yield
+    except ImgpipeError:
+        raise
+    except Exception as exc:
+        code = error_code(exc)
+        region = getattr(exc, "where", "") or region
+        raise PublishError(
+            f"publish step {name!r} failed in {region}: {code}: {error_message(exc)}",
+            hint=_HINTS.get(code),
+            step=name,
+            region=region,
+            code=code,
+        ) from exc
+
+
+_HINTS = {
+    "UnauthorizedOperation": "the AWS identity lacks a permission: see the IAM policy in the README",
+    "AccessDenied": "the AWS identity lacks a permission: see the IAM policy in the README",
+    "AuthFailure": "check the AWS credentials (profile, environment, instance role)",
+    "Timeout": "raise wait_timeout, or look at the image's state in the EC2 console",
+    "RequestLimitExceeded": "AWS kept throttling: raise retry.max_attempts or use retry.mode: adaptive",
+}
+
+
+class Rollback:
+    """An undo stack. `resources` (optional) is the build's on-disk journal: resources
+    pushed with a journal cleaner are also written there, so `imgpipe gc` removes them
+    after a kill -9 that left no chance to roll back."""
+
+    def __init__(self, resources: Resources | None = None) -> None:
+        self._undo: list[tuple[str, Callable[[], None], int | None]] = []
+        self.resources = resources
+
+    def push(
+        self,
+        what: str,
+        undo: Callable[[], None],
+        *,
+        journal: tuple[str, Callable[..., None], dict[str, Any]] | None = None,
+    ) -> None:
+        """Remember how to undo `what`; `journal` = (kind, module-level cleaner, JSON args)."""
+        journal_id = None
+        if journal and self.resources is not None:
+            kind, cleaner, args = journal
+            journal_id = self.resources.track(kind, cleaner, **args)
+        self._undo.append((what, undo, journal_id))
+
+    def commit(self) -> None:
+        """The publish succeeded: forget the undos and hand the resources over to the user."""
+        for _, _, journal_id in self._undo:
+            if journal_id is not None and self.resources is not None:
+                self.resources.release(journal_id)
+        self._undo.clear()
+
+    def run(self) -> list[str]:
+        """Undo everything, newest first, going on past failures (a second Ctrl-C included).
+        Returns what could not be undone; those stay in the journal for `imgpipe gc`."""
+        failures = []
+        while self._undo:
+            what, undo, journal_id = self._undo.pop()
+            try:
+                undo()
+            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - report and go on
+                failures.append(f"{what}: {error_code(exc)}: {error_message(exc)}")
+                continue
+            if journal_id is not None and self.resources is not None:
+                self.resources.release(journal_id)
+        return failures
+
+
+def fail_after_rollback(exc: BaseException, failures: list[str], step_name: str) -> BaseException:
+    """The exception to raise once a rollback ran: a PublishError that also lists what the
+    rollback could not remove, or the interrupt itself (the CLI turns it into exit 130)."""
+    left = "" if not failures else "\nrollback could not undo:\n  " + "\n  ".join(failures)
+    if isinstance(exc, ImgpipeError):
+        exc.message += left
+        exc.args = (exc.message,)
+        return exc
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        if failures:
+            exc.add_note(left.strip())
+        return exc
+    code = error_code(exc)
+    return PublishError(
+        f"publish failed during {step_name}: {code}: {error_message(exc)}{left}", step=step_name, code=code
+    )
