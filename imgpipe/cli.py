@@ -71,10 +71,9 @@ def _load(
     from imgpipe.errors import SpecError
     from imgpipe.roles import reference_problems
     from imgpipe.spec import load_spec
-    from imgpipe.spec.variables import resolve_variables
 
-    loaded = load_spec(spec)
-    variables = resolve_variables(loaded, var_file or [], var or [])
+    loaded = load_spec(spec, var_file or [], var or [])
+    variables = loaded.variables
     problems = reference_problems(loaded)
     if problems:
         raise SpecError("\n".join([f"{loaded.path}: invalid spec", *("  " + p for p in problems)]))

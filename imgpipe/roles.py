@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgpipe.shipped import shipped_dir
 from imgpipe.spec.load import LoadedSpec
+
+COLLECTION_ROLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,13 @@ def reference_problems(loaded: LoadedSpec) -> list[str]:
     search = roles_path(loaded)
     for i, raw in enumerate(prov.roles):
         name = raw if isinstance(raw, str) else raw.role
-        collection_role = name.count(".") >= 2
+        collection_role = COLLECTION_ROLE.match(name) is not None
         if collection_role or prov.requirements or resolve_role(name, search).path:
             continue
         field = ("provision", "roles", i) if isinstance(raw, str) else ("provision", "roles", i, "role")
         searched = ", ".join(str(p) for p in search)
         problems.append(
-            f"{loaded.doc.position(field)}: provision.roles[{i}]: role '{name}' not found "
+            f"{loaded.doc.position(field)}: provision.roles[{i}]: role {name!r} not found "
             f"(searched {searched})"
         )
     for i, playbook in enumerate(prov.playbooks):

@@ -1,33 +1,46 @@
 """Read a spec file into a validated Spec, collecting every problem with its
-file:line:column and field path before failing once."""
+file:line:column and field path before failing once. Order: parse YAML, validate
+the variable declarations alone, resolve their values, render `{{ var }}` in the
+rest, validate the whole spec, then each target's builder settings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from imgpipe.builders import builder_class, builder_names
 from imgpipe.errors import SpecError
-from imgpipe.spec.model import Spec
+from imgpipe.spec.interpolate import interpolate
+from imgpipe.spec.model import Spec, Strict, Variable
 from imgpipe.spec.problems import field_path, problems_from_validation, suggestion
-from imgpipe.spec.yamlsource import Located, YamlSyntaxError, load_located_file
+from imgpipe.spec.variables import ResolvedVar, declaration_problems, resolve_values
+from imgpipe.spec.yamlsource import Located, Path_, YamlSyntaxError, load_located_file
 
 
 @dataclass(frozen=True)
 class LoadedSpec:
-    """A validated spec with where it came from and each target's builder settings."""
+    """A validated spec with where it came from, each target's builder settings, and
+    the variable values its own fields were rendered with."""
 
     spec: Spec
     path: Path
     doc: Located
     targets: dict[str, BaseModel]
+    variables: dict[str, ResolvedVar] = field(default_factory=dict)
+    used_variables: frozenset[str] = frozenset()  # names the spec's own fields interpolate
 
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+
+class _Declarations(Strict):
+    variables: dict[str, Variable] = Field(default_factory=dict, description="Declared variables.")
 
 
 def _fail(problems: list[str], path: Path) -> SpecError:
@@ -54,28 +67,92 @@ def _validate_targets(spec: Spec, doc: Located) -> tuple[dict[str, BaseModel], l
     return targets, problems
 
 
-def parse_spec(doc: Located, path: Path) -> LoadedSpec:
+def _invisible(text: str) -> str | None:
+    """The first control, format (e.g. right-to-left override) or unassigned character."""
+    return next((c for c in text if unicodedata.category(c)[0] == "C"), None)
+
+
+def _name_problems(spec: Spec, doc: Located) -> list[str]:
+    """Role names and paths become file names, command lines and messages: no control or
+    invisible characters there (they would break messages, or spoof what is shown)."""
+    prov = spec.provision
+    names: list[tuple[Path_, str | None]] = []
+    for i, ref in enumerate(prov.roles):
+        if isinstance(ref, str):
+            names.append((("provision", "roles", i), ref))
+        else:
+            names.append((("provision", "roles", i, "role"), ref.role))
+    names += [(("provision", "playbooks", i), p) for i, p in enumerate(prov.playbooks)]
+    names += [(("provision", "roles_path", i), p) for i, p in enumerate(prov.roles_path)]
+    names.append((("provision", "requirements"), prov.requirements))
+    names.append((("source", "image", "path"), spec.source.image.path if spec.source.image else None))
+    problems = []
+    for loc, text in names:
+        bad = _invisible(text) if text else None
+        if bad:
+            what = f"control or invisible character {bad!r} in a name or path"
+            problems.append(f"{doc.position(loc)}: {field_path(loc)}: {what}")
+    return problems
+
+
+def _declarations(doc: Located, path: Path) -> dict[str, Variable]:
+    try:
+        declared = _Declarations.model_validate({"variables": doc.data.get("variables") or {}}).variables
+    except ValidationError as exc:
+        raise _fail(problems_from_validation(exc, doc, _Declarations), path) from None
+    problems = declaration_problems(declared, doc)
+    if problems:
+        raise _fail(problems, path)
+    return declared
+
+
+def parse_spec(
+    doc: Located,
+    path: Path,
+    var_files: Iterable[Path] | None = None,
+    cli_vars: Iterable[str] | None = None,
+) -> LoadedSpec:
+    """Validate a parsed spec. Without var_files and cli_vars, variables come from
+    defaults and the environment only, and a required one may stay unset."""
     data: Any = doc.data
     if not isinstance(data, dict):
         pos = doc.position(())
         raise _fail(
             [f"{pos}: (document): expected a mapping of spec fields (found {type(data).__name__})"], path
         )
+    declared = _declarations(doc, path)
+    given = var_files is not None or cli_vars is not None
+    variables = resolve_values(declared, doc, var_files or (), cli_vars or (), require=given)
+    rendered = interpolate(doc, variables, declared)
+    if rendered.problems:
+        raise _fail(rendered.problems, path)
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.model_validate(rendered.data)
     except ValidationError as exc:
         raise _fail(problems_from_validation(exc, doc, Spec), path) from None
     targets, problems = _validate_targets(spec, doc)
+    problems = _name_problems(spec, doc) + problems
     if problems:
         raise _fail(problems, path)
-    return LoadedSpec(spec=spec, path=path.resolve(), doc=doc, targets=targets)
+    return LoadedSpec(
+        spec=spec,
+        path=path.resolve(),
+        doc=doc,
+        targets=targets,
+        variables=variables,
+        used_variables=frozenset(rendered.used),
+    )
 
 
-def load_spec(path: Path) -> LoadedSpec:
+def load_spec(
+    path: Path, var_files: Iterable[Path] | None = None, cli_vars: Iterable[str] | None = None
+) -> LoadedSpec:
+    """Load, interpolate and validate a spec; raise SpecError listing every problem.
+    Give var_files and/or cli_vars (even empty) to require every required variable."""
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
         doc = load_located_file(path)
     except YamlSyntaxError as exc:
         raise SpecError(f"{exc.position}: YAML syntax error: {exc.problem}") from None
-    return parse_spec(doc, path)
+    return parse_spec(doc, path, var_files, cli_vars)

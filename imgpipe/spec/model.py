@@ -3,10 +3,11 @@ Every field carries a description; builders add their own target settings."""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -22,12 +23,53 @@ class VarType(StrEnum):
     map = "map"
 
 
+class Validation(Strict):
+    """Checks a variable's final value must pass; checked against the declared type by variables.py."""
+
+    pattern: str | None = Field(
+        None, description="Regular expression a string value must match in full (Python `re` syntax)."
+    )
+    min: int | float | None = Field(
+        None, description="Smallest number allowed; for strings and lists, the smallest length."
+    )
+    max: int | float | None = Field(
+        None, description="Largest number allowed; for strings and lists, the largest length."
+    )
+    choices: tuple[Any, ...] | None = Field(None, description="The only values allowed.", min_length=1)
+    message: str | None = Field(
+        None, description="Shown instead of the default message when a check fails.", min_length=1
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        return value
+
+
 class Variable(Strict):
     type: VarType = Field(VarType.string, description="Type the value must have.")
     default: Any = Field(None, description="Value used when no other source gives one.")
     required: bool = Field(False, description="Fail unless a value is given.")
     description: str = Field("", description="What the variable is for.")
-    sensitive: bool = Field(False, description="Keep the value out of logs and manifests.")
+    sensitive: bool = Field(
+        False,
+        description="Keep the value out of logs, errors and manifests; usable in role vars only.",
+    )
+    validation: Validation = Field(
+        default_factory=Validation, description="Checks the final value must pass."
+    )
 
 
 class Bootstrap(Strict):
