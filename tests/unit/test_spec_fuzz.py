@@ -110,7 +110,9 @@ def _dump(data: Any, style: str) -> str:
         return json.dumps(data, indent=1, ensure_ascii=False)
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the C emitter keeps generation cheap
     try:
-        return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=style == "yaml-unicode", width=80)
+        return yaml.dump(
+            data, Dumper=dumper, sort_keys=False, allow_unicode=style == "yaml-unicode", width=80
+        )
     except UnicodeEncodeError:  # libyaml cannot emit a lone surrogate; the Python emitter escapes it
         return yaml.dump(data, Dumper=yaml.SafeDumper, sort_keys=False, allow_unicode=False, width=80)
 
