@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,39 @@ def base_image(imgpipe_env):
 
     loaded = load_spec(REPO / "examples" / "web.yml")
     return resolve_source(loaded, Emitter(NullSink(), "base")).path
+
+
+@pytest.fixture(scope="session")
+def outside_roles(tmp_path_factory):
+    """Roles in a directory unrelated to this repository, as a team would have them."""
+    roles = tmp_path_factory.mktemp("team-roles")
+    write(
+        roles / "marker" / "tasks" / "main.yml",
+        """\
+- name: Write the marker
+  ansible.builtin.copy:
+    content: "{{ marker_text }}\\n"
+    dest: /etc/team-marker
+    mode: "0644"
+""",
+    )
+    write(roles / "marker" / "defaults" / "main.yml", "marker_text: from-team-role\n")
+    write(
+        roles / "failing" / "tasks" / "main.yml",
+        """\
+- name: Fail on purpose
+  ansible.builtin.fail:
+    msg: the team role refuses
+""",
+    )
+    write(
+        roles / "sleeper" / "tasks" / "main.yml",
+        """\
+- name: Sleep for a long time
+  ansible.builtin.command: sleep 900
+""",
+    )
+    return roles
 
 
 def run_imgpipe(env, *args, timeout=1500):

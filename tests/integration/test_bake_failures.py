@@ -1,5 +1,5 @@
-"""Roles from outside the repo are applied as they are; a failing task or a
-Ctrl-C during provisioning leaves no image, domain, overlay or journal entry."""
+"""A failing task, Ctrl-C or SIGTERM leaves no image, domain, overlay or journal
+entry; --on-error abort keeps the VM reachable until `imgpipe gc --build`."""
 
 import json
 import signal
@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from imgpipe.roles import tree_digest
 from tests.conftest import REPO, write
 from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
 
@@ -25,57 +24,9 @@ targets:
 """
 
 
-@pytest.fixture(scope="module")
-def outside_roles(tmp_path_factory):
-    """Roles in a directory unrelated to this repository, as a team would have them."""
-    roles = tmp_path_factory.mktemp("team-roles")
-    write(
-        roles / "marker" / "tasks" / "main.yml",
-        """\
-- name: Write the marker
-  ansible.builtin.copy:
-    content: "{{ marker_text }}\\n"
-    dest: /etc/team-marker
-    mode: "0644"
-""",
-    )
-    write(roles / "marker" / "defaults" / "main.yml", "marker_text: from-team-role\n")
-    write(
-        roles / "failing" / "tasks" / "main.yml",
-        """\
-- name: Fail on purpose
-  ansible.builtin.fail:
-    msg: the team role refuses
-""",
-    )
-    write(
-        roles / "sleeper" / "tasks" / "main.yml",
-        """\
-- name: Sleep for a long time
-  ansible.builtin.command: sleep 900
-""",
-    )
-    return roles
-
-
 def spec_with(tmp_path, roles_dir, *roles):
     text = SPEC.format(roles_dir=roles_dir, roles="\n".join(f"    - {r}" for r in roles))
     return write(tmp_path / "spec.yml", text)
-
-
-def test_outside_role_is_applied_unchanged(imgpipe_env, base_image, outside_roles, tmp_path):
-    digest = tree_digest(outside_roles / "marker")
-    spec = spec_with(tmp_path, outside_roles, "marker")
-    proc = run_imgpipe(imgpipe_env, "bake", str(spec), "--output", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    build = build_dir_from(proc.stdout)
-    (role,) = json.loads((build / "manifest.json").read_text())["imgpipe"]["roles"]
-    assert role == {"name": "marker", "path": str(outside_roles / "marker"), "sha256": digest}
-    assert tree_digest(outside_roles / "marker") == digest
-    log = (build / "logs" / "local" / "ansible-provision.log").read_text()
-    assert "TASK [marker : Write the marker]" in log and "changed: [local]" in log
-    assert (build / "ext-local.qcow2").is_file()
-    assert leftovers(imgpipe_env, build.name) == NOTHING
 
 
 def test_failing_task_names_task_and_role_and_leaves_nothing(
