@@ -5,21 +5,18 @@ it, all or nothing: a failure or Ctrl-C anywhere removes what this publish made.
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from imgpipe.aws import images as amis
 from imgpipe.aws.errors import error_code, error_message, is_not_found
-from imgpipe.publish.rollback import Rollback, fail_after_rollback, step
+from imgpipe.publish.rollback import AwsJob, Rollback, fail_after_rollback, step
 
 if TYPE_CHECKING:
-    from imgpipe.aws.session import AwsSession
-    from imgpipe.events import Emitter
-    from imgpipe.journal import Resources
+    pass
 
 ACCOUNT = re.compile(r"^\d{12}$")
 ORGANIZATION = re.compile(r"^arn:aws[\w-]*:organizations::\d{12}:organization/o-[a-z0-9]+$")
@@ -118,35 +115,13 @@ def launch_permissions(principals: list[str]) -> list[dict[str, str]]:
     return perms
 
 
-class AmiPublisher:
+class AmiPublisher(AwsJob):
     """Publishes an existing AMI according to PublishSettings.
 
     `publish()` is the whole job; the verbs it runs (`tag_source`, `copy_to_regions`,
     `share`, `point_ssm_parameter`) each push their undo onto the Rollback they are given."""
 
-    def __init__(
-        self,
-        session: AwsSession,
-        settings: PublishSettings,
-        *,
-        emit: Emitter | None = None,
-        resources: Resources | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.session = session
-        self.settings = settings
-        self.emit = emit
-        self.resources = resources
-        self.sleep = sleep
-        self.step_name = "start"
-
-    def _say(self, text: str) -> None:
-        if self.emit is not None:
-            self.emit.message(text)
-
-    def _step(self, name: str, region: str) -> Any:
-        self.step_name = name
-        return step(name, region)
+    settings: PublishSettings
 
     def publish(self, image_id: str, region: str | None = None) -> PublishResult:
         """Tag, copy, share and point SSM at `image_id` (in `region`, default the session's).

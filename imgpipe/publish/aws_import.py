@@ -22,7 +22,7 @@ from imgpipe.aws import images as amis
 from imgpipe.aws.errors import AwsWaitError, error_code
 from imgpipe.errors import run_command
 from imgpipe.publish.ami import AmiPublisher, PublishResult, PublishSettings
-from imgpipe.publish.rollback import Rollback, fail_after_rollback, step
+from imgpipe.publish.rollback import AwsJob, Rollback, fail_after_rollback, step
 from imgpipe.publish.s3upload import MiB, Progress, delete_upload, remove_upload, upload_file
 
 if TYPE_CHECKING:
@@ -83,8 +83,10 @@ def detect_format(path: Path) -> DiskFormat:
     return DiskFormat.RAW
 
 
-class ImageImporter:
+class ImageImporter(AwsJob):
     """Imports a local image file as an AMI and publishes it (see module docstring)."""
+
+    settings: ImportSettings
 
     def __init__(
         self,
@@ -96,21 +98,8 @@ class ImageImporter:
         progress: Progress | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.session = session
-        self.settings = settings
-        self.emit = emit
-        self.resources = resources
+        super().__init__(session, settings, emit=emit, resources=resources, sleep=sleep)
         self.progress = progress
-        self.sleep = sleep
-        self.step_name = "start"
-
-    def _say(self, text: str) -> None:
-        if self.emit is not None:
-            self.emit.message(text)
-
-    def _step(self, name: str, region: str) -> Any:
-        self.step_name = name
-        return step(name, region)
 
     def import_image(
         self,

@@ -4,6 +4,7 @@ becomes a PublishError that names the step, the region and the AWS error code.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from imgpipe.aws.errors import error_code, error_message
 from imgpipe.errors import ImgpipeError, PublishError
 
 if TYPE_CHECKING:
+    from imgpipe.aws.session import AwsSession
+    from imgpipe.events import Emitter
     from imgpipe.journal import Resources
 
 
@@ -106,3 +109,32 @@ def fail_after_rollback(exc: BaseException, failures: list[str], step_name: str)
     return PublishError(
         f"publish failed during {step_name}: {code}: {error_message(exc)}{left}", step=step_name, code=code
     )
+
+
+class AwsJob:
+    """What every AWS publishing job carries: a session, its settings, where progress
+    goes, the journal for what it creates, and an injectable sleep (fast tests)."""
+
+    def __init__(
+        self,
+        session: AwsSession,
+        settings: Any,
+        *,
+        emit: Emitter | None = None,
+        resources: Resources | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.emit = emit
+        self.resources = resources
+        self.sleep = sleep
+        self.step_name = "start"
+
+    def _say(self, text: str) -> None:
+        if self.emit is not None:
+            self.emit.message(text)
+
+    def _step(self, name: str, region: str) -> Any:
+        self.step_name = name
+        return step(name, region)
