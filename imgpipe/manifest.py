@@ -21,6 +21,7 @@ class TargetRecord:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     build_vm: dict[str, Any] = field(default_factory=dict)
+    published: list[Any] = field(default_factory=list)  # imgpipe.publish.base.Publication
 
 
 def write_manifest(
@@ -38,6 +39,19 @@ def write_manifest(
         }
         for t in targets
         if t.ok
+    ] + [
+        {
+            "name": f"{t.target}:{p.publisher}",
+            "builder_type": p.publisher_type,
+            "build_time": t.build_time,
+            "files": [],
+            "artifact_id": p.artifact_id,
+            "packer_run_uuid": run_uuid,
+            "custom_data": {"spec": spec["name"], "build_id": run_uuid, "from": t.target, **p.data},
+        }
+        for t in targets
+        if t.ok
+        for p in t.published
     ]
     doc = {
         "builds": builds,

@@ -129,6 +129,7 @@ class TargetBake:
             with emit.stage("capture"):
                 artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
             _checkpoint(ctx)
+            self.publish(artifact)
             self.publish_locally(artifact)
         except BaseException as exc:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
@@ -171,6 +172,20 @@ class TargetBake:
                     },
                 )
         _checkpoint(self.ctx)
+
+    def publish(self, artifact: Artifact) -> None:
+        """Run the spec's publishers that take this target's image, before the local
+        image is final: a failed publish fails the target and leaves no image."""
+        from imgpipe.publish.base import publisher_class
+
+        for name, settings in self.ctx.loaded.publish.items():
+            if getattr(settings, "source", None) != self.ctx.target:
+                continue
+            publisher = publisher_class(settings.publisher)(name, settings, self.ctx)  # type: ignore[attr-defined]
+            with self.ctx.emit.stage(f"publish:{name}"):
+                image_name = f"{self.ctx.loaded.spec.name}-{self.ctx.target}-{self.ctx.build_id}"
+                self.record.published.append(publisher.publish(artifact.partial, image_name))
+            _checkpoint(self.ctx)
 
     def publish_locally(self, artifact: Artifact) -> None:
         final = self.out / artifact.name

@@ -6,7 +6,7 @@ rest, validate the whole spec, then each target's builder settings."""
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ class LoadedSpec:
     path: Path
     doc: Located
     targets: dict[str, BaseModel]
+    publish: dict[str, BaseModel] = field(default_factory=dict)
     variables: dict[str, ResolvedVar] = field(default_factory=dict)
     used_variables: frozenset[str] = frozenset()  # names the spec's own fields interpolate
 
@@ -48,23 +49,48 @@ def _fail(problems: list[str], path: Path) -> SpecError:
     return SpecError("\n".join([head, *("  " + p for p in problems)]))
 
 
-def _validate_targets(spec: Spec, doc: Located) -> tuple[dict[str, BaseModel], list[str]]:
-    targets: dict[str, BaseModel] = {}
+def _validate_plugins(
+    section: str,
+    entries: dict[str, Any],
+    kind_key: str,
+    names: Callable[[], list[str]],
+    load: Callable[[str], Any],
+    doc: Located,
+) -> tuple[dict[str, BaseModel], list[str]]:
+    """Validate each entry of a plugin section (targets: builders, publish: publishers)
+    against the settings model of the plugin its `kind_key` names."""
+    valid: dict[str, BaseModel] = {}
     problems: list[str] = []
-    for name, raw in spec.targets.items():
-        where = ("targets", name)
-        kind = raw.get("builder") if isinstance(raw, dict) else None
-        if kind not in builder_names():
-            hint = suggestion(str(kind), builder_names()) or f" (one of: {', '.join(builder_names())})"
-            pos = doc.position((*where, "builder"))
-            problems.append(f"{pos}: {field_path((*where, 'builder'))}: unknown builder {kind!r}{hint}")
+    for name, raw in entries.items():
+        where = (section, name)
+        kind = raw.get(kind_key) if isinstance(raw, dict) else None
+        if kind not in names():
+            hint = suggestion(str(kind), names()) or f" (one of: {', '.join(names())})"
+            pos = doc.position((*where, kind_key))
+            problems.append(f"{pos}: {field_path((*where, kind_key))}: unknown {kind_key} {kind!r}{hint}")
             continue
-        settings_model = builder_class(kind).Settings
+        settings_model = load(kind).Settings
         try:
-            targets[name] = settings_model.model_validate(raw)
+            valid[name] = settings_model.model_validate(raw)
         except ValidationError as exc:
             problems += problems_from_validation(exc, doc, settings_model, where)
-    return targets, problems
+    return valid, problems
+
+
+def _validate_publish(spec: Spec, doc: Located) -> tuple[dict[str, BaseModel], list[str]]:
+    from imgpipe.publish.base import publisher_class, publisher_names
+
+    valid, problems = _validate_plugins(
+        "publish", spec.publish, "publisher", publisher_names, publisher_class, doc
+    )
+    for name, settings in valid.items():
+        source = getattr(settings, "source", None)
+        if source not in spec.targets:
+            pos = doc.position(("publish", name, "from"))
+            problems.append(
+                f"{pos}: publish.{name}.from: no target {source!r}{suggestion(str(source), spec.targets)}"
+            )
+    return valid, problems
 
 
 def _invisible(text: str) -> str | None:
@@ -130,8 +156,11 @@ def parse_spec(
         spec = Spec.model_validate(rendered.data)
     except ValidationError as exc:
         raise _fail(problems_from_validation(exc, doc, Spec), path) from None
-    targets, problems = _validate_targets(spec, doc)
-    problems = _name_problems(spec, doc) + problems
+    targets, problems = _validate_plugins(
+        "targets", spec.targets, "builder", builder_names, builder_class, doc
+    )
+    publish, publish_problems = _validate_publish(spec, doc) if spec.publish else ({}, [])
+    problems = _name_problems(spec, doc) + problems + publish_problems
     if problems:
         raise _fail(problems, path)
     return LoadedSpec(
@@ -139,6 +168,7 @@ def parse_spec(
         path=path.resolve(),
         doc=doc,
         targets=targets,
+        publish=publish,
         variables=variables,
         used_variables=frozenset(rendered.used),
     )

@@ -153,6 +153,10 @@ class Spec(Strict):
     source: Source = Field(default_factory=Source, description="Where the build starts.")
     provision: Provision = Field(default_factory=Provision, description="What Ansible applies.")
     seal: Seal = Field(default_factory=Seal, description="How the machine is generalized.")
+    publish: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named publish steps; each has a 'publisher', 'from' (a target) and its settings.",
+    )
     targets: dict[str, dict[str, Any]] = Field(
         description="Named build targets; each has a 'builder' and that builder's settings.",
         min_length=1,
