@@ -74,6 +74,13 @@ def _load(
 
     loaded = load_spec(spec, var_file or [], var or [])
     variables = loaded.variables
+    for name, value in sorted(variables.items()):
+        if value.sensitive and value.origin == "--var":
+            typer.echo(
+                f"warning: sensitive variable '{name}' was given with --var: command lines are visible "
+                f"to every user of this machine; use --var-file or IMGPIPE_VAR_{name}",
+                err=True,
+            )
     problems = reference_problems(loaded)
     if problems:
         raise SpecError("\n".join([f"{loaded.path}: invalid spec", *("  " + p for p in problems)]))

@@ -133,3 +133,15 @@ def test_bake_flags_parse_before_any_vm_starts(tmp_path):
     assert bad.returncode == 2 and "--parallel" in bad.stderr
     help_text = imgpipe("bake", "--help").stdout
     assert "Usage: " in help_text and "SPEC" in help_text and "{spec}" not in help_text
+
+
+def test_sensitive_value_on_command_line_is_warned_about_not_echoed(tmp_path):
+    spec = write(
+        tmp_path / "spec.yml",
+        "imgpipe: 1\nname: x\nvariables:\n  token: {type: string, sensitive: true}\n"
+        "targets: {local: {builder: libvirt}}\n",
+    )
+    out = imgpipe("validate", str(spec), "--var", "token=hunter2-secret")
+    assert out.returncode == 0, out.stderr
+    assert "warning: sensitive variable 'token' was given with --var" in out.stderr
+    assert "hunter2-secret" not in out.stdout + out.stderr
