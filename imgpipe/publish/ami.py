@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from imgpipe.aws import images as amis
 from imgpipe.aws.errors import error_code, error_message, is_not_found
-from imgpipe.publish.rollback import AwsJob, Rollback, fail_after_rollback, step
+from imgpipe.publish.rollback import AwsJob, Rollback, step
 
 if TYPE_CHECKING:
     pass
@@ -135,11 +135,7 @@ class AmiPublisher(AwsJob):
             self.share(images, rollback)
             data_type = self.point_ssm_parameter(images, rollback)
         except BaseException as exc:
-            self._say(f"publish of {image_id} failed at {self.step_name}; rolling back")
-            raised = fail_after_rollback(exc, rollback.run(), self.step_name)
-            if raised is exc:
-                raise
-            raise raised from exc
+            self._roll_back_and_raise(exc, rollback, f"publish of {image_id}")
         rollback.commit()
         return PublishResult(
             images=tuple(images.values()),

@@ -22,7 +22,7 @@ from imgpipe.aws import images as amis
 from imgpipe.aws.errors import AwsWaitError, error_code
 from imgpipe.errors import run_command
 from imgpipe.publish.ami import AmiPublisher, PublishResult, PublishSettings
-from imgpipe.publish.rollback import AwsJob, Rollback, fail_after_rollback, step
+from imgpipe.publish.rollback import AwsJob, Rollback, step
 from imgpipe.publish.s3upload import MiB, Progress, delete_upload, remove_upload, upload_file
 
 if TYPE_CHECKING:
@@ -127,11 +127,7 @@ class ImageImporter(AwsJob):
                 self.session, publish, emit=self.emit, resources=self.resources, sleep=self.sleep
             ).publish(image_id, region)
         except BaseException as exc:
-            self._say(f"import of {path.name} failed at {self.step_name}; rolling back")
-            raised = fail_after_rollback(exc, rollback.run(), self.step_name)
-            if raised is exc:
-                raise
-            raise raised from exc
+            self._roll_back_and_raise(exc, rollback, f"import of {path.name}")
         rollback.commit()
         return result
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from imgpipe.aws.errors import error_code, error_message
 from imgpipe.errors import ImgpipeError, PublishError
@@ -138,3 +138,12 @@ class AwsJob:
     def _step(self, name: str, region: str) -> Any:
         self.step_name = name
         return step(name, region)
+
+    def _roll_back_and_raise(self, exc: BaseException, rollback: Rollback, what: str) -> NoReturn:
+        """Undo everything this job made, then raise: the original interrupt, or a
+        PublishError naming the step (and any undo that failed)."""
+        self._say(f"{what} failed at {self.step_name}; rolling back")
+        raised = fail_after_rollback(exc, rollback.run(), self.step_name)
+        if raised is exc:
+            raise exc
+        raise raised from exc

@@ -8,8 +8,6 @@ import json
 
 import pytest
 
-import imgpipe.pipeline as pipeline
-import imgpipe.spec.load as spec_load
 from imgpipe.events import NullSink
 from imgpipe.pipeline import BakeOptions, bake
 from imgpipe.publish.aws_import_publisher import AwsImportPublisher
@@ -17,7 +15,9 @@ from imgpipe.spec import load_spec
 from tests.aws.conftest import SOURCE_REGION, inject, inventory, plain, tags
 from tests.aws.test_aws_import import BUCKET, ImportStub
 from tests.conftest import write
-from tests.unit.test_pipeline_fake import FakeBuilder, leftovers
+from tests.unit.test_pipeline_fake import fake, leftovers  # noqa: F401 - fake is a fixture
+
+pytestmark = pytest.mark.usefixtures("fake")  # FakeBuilder in place of a VM builder
 
 SPEC = f"""\
 imgpipe: 1
@@ -36,13 +36,7 @@ publish:
 
 
 @pytest.fixture
-def fake_pipeline(monkeypatch, tmp_path, isolated_state, moto):
-    monkeypatch.setenv("IMGPIPE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(spec_load, "builder_names", lambda: ["fake", "libvirt"])
-    monkeypatch.setattr(spec_load, "builder_class", lambda name: FakeBuilder)
-    monkeypatch.setattr(pipeline, "builder_class", lambda name: FakeBuilder)
-    FakeBuilder.calls = []
-    FakeBuilder.vm_dir = tmp_path
+def fake_pipeline(monkeypatch, tmp_path, moto):
     plain("s3").create_bucket(Bucket=BUCKET)
     sessions = []
     real = AwsImportPublisher.make_session
