@@ -22,6 +22,7 @@ class TargetRecord:
     error: str | None = None
     build_vm: dict[str, Any] = field(default_factory=dict)
     published: list[Any] = field(default_factory=list)  # imgpipe.publish.base.Publication
+    data: dict[str, Any] = field(default_factory=dict)  # the builder's own record (AMIs, snapshots)
 
 
 def write_manifest(
@@ -35,7 +36,7 @@ def write_manifest(
             "files": t.files,
             "artifact_id": t.artifact_id,
             "packer_run_uuid": run_uuid,
-            "custom_data": {"spec": spec["name"], "build_id": run_uuid},
+            "custom_data": {"spec": spec["name"], "build_id": run_uuid, **t.data},
         }
         for t in targets
         if t.ok

@@ -23,6 +23,7 @@ from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
 from imgpipe.paths import cache_dir, state_dir
+from imgpipe.publish.rollback import Rollback
 from imgpipe.redact import Redactor
 from imgpipe.spec.load import LoadedSpec
 from imgpipe.spec.variables import ResolvedVar
@@ -130,9 +131,11 @@ class TargetBake:
                 artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
             _checkpoint(ctx)
             self.publish(artifact)
-            self.publish_locally(artifact)
+            self.finish(artifact)
         except BaseException as exc:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
+            for failure in ctx.undo.run():  # what could not be undone stays in the journal
+                emit("error", message=f"could not undo {failure}")
             if self.options.on_error == OnError.abort and not isinstance(
                 exc, Interrupted | KeyboardInterrupt
             ):
@@ -181,20 +184,28 @@ class TargetBake:
         for name, settings in self.ctx.loaded.publish.items():
             if getattr(settings, "source", None) != self.ctx.target:
                 continue
+            if artifact.partial is None:  # load_spec refuses this; a third-party builder might not say
+                raise BuildError(
+                    f"publish.{name} needs a local image file; target {self.ctx.target} has none"
+                )
             publisher = publisher_class(settings.publisher)(name, settings, self.ctx)  # type: ignore[attr-defined]
             with self.ctx.emit.stage(f"publish:{name}"):
                 image_name = f"{self.ctx.loaded.spec.name}-{self.ctx.target}-{self.ctx.build_id}"
                 self.record.published.append(publisher.publish(artifact.partial, image_name))
             _checkpoint(self.ctx)
 
-    def publish_locally(self, artifact: Artifact) -> None:
-        final = self.out / artifact.name
-        with open(self.out / "SHA256SUMS", "a") as sums:
-            sums.write(f"{artifact.sha256}  {artifact.name}\n")
-        finalize(artifact.partial, final)
+    def finish(self, artifact: Artifact) -> None:
+        """The target succeeded: the image becomes the product (a final file name, or
+        cloud images released from the journal so cleanup no longer removes them)."""
+        if artifact.partial is not None:
+            with open(self.out / "SHA256SUMS", "a") as sums:
+                sums.write(f"{artifact.sha256}  {artifact.name}\n")
+            finalize(artifact.partial, self.out / artifact.name)
+            self.record.files = [{"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256}]
+        self.ctx.undo.commit()
         self.record.ok = True
-        self.record.files = [{"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256}]
-        self.record.artifact_id = artifact.name
+        self.record.artifact_id = artifact.artifact_id or artifact.name
+        self.record.data = artifact.data
 
 
 def _inputs(loaded: LoadedSpec) -> dict[str, Any]:
@@ -287,6 +298,7 @@ def _target_bake(
         emit=Emitter(sink, name),
         cancel=cancel,
         redact=redact,
+        undo=Rollback(resources),
     )
     builder_type: Any = builder_class(loaded.targets[name].builder)  # type: ignore[attr-defined]
     return TargetBake(ctx, builder_type(ctx), options, out)

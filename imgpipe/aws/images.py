@@ -119,14 +119,24 @@ def delete_image(ec2: Any, image_id: str, known_snapshots: Iterable[str] = ()) -
 
 def remove_image(region: str, image_id: str, snapshots: list[str], profile: str | None = None) -> None:
     """Journal cleaner: remove an image left by a killed run (`imgpipe gc`)."""
-    from imgpipe.aws.session import AwsSession, AwsSettings
+    from imgpipe.aws.session import client_for
 
-    ec2 = AwsSession(AwsSettings(profile=profile, region=region)).client("ec2")
-    delete_image(ec2, image_id, snapshots)
+    delete_image(client_for("ec2", region, profile), image_id, snapshots)
 
 
 def remove_snapshot(region: str, snapshot_id: str, profile: str | None = None) -> None:
     """Journal cleaner: delete a snapshot left by a killed run."""
-    from imgpipe.aws.session import AwsSession, AwsSettings
+    from imgpipe.aws.session import client_for
 
-    delete_snapshots(AwsSession(AwsSettings(profile=profile, region=region)).client("ec2"), [snapshot_id])
+    delete_snapshots(client_for("ec2", region, profile), [snapshot_id])
+
+
+def remove_images_named(region: str, name: str, profile: str | None = None) -> None:
+    """Journal cleaner for an AMI being created: recorded by name before CreateImage
+    answers, so a kill -9 in between still leaves something `imgpipe gc` can find."""
+    from imgpipe.aws.session import client_for
+
+    ec2 = client_for("ec2", region, profile)
+    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+    for image in found:
+        delete_image(ec2, image["ImageId"], snapshot_ids(image))

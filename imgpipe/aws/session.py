@@ -127,3 +127,8 @@ class AwsSession:
                     service, region_name=key[1], config=self.client_config()
                 )
             return self._clients[key]
+
+
+def client_for(service: str, region: str, profile: str | None = None) -> Any:
+    """A client for journal cleaners, which get only JSON arguments (`imgpipe gc`)."""
+    return AwsSession(AwsSettings(profile=profile, region=region)).client(service)

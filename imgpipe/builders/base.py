@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -14,6 +14,7 @@ from imgpipe.redact import Redactor
 if TYPE_CHECKING:
     from imgpipe.events import Emitter
     from imgpipe.journal import Resources
+    from imgpipe.publish.rollback import Rollback
     from imgpipe.spec.load import LoadedSpec
 
 
@@ -51,13 +52,22 @@ class SSHEndpoint:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A captured image, still under a partial name until the whole target succeeds."""
+    """A captured image, not yet the product until the whole target succeeds: a local file
+    under a partial name, or a cloud image whose undo stays on the target's undo stack."""
 
-    partial: Path
-    name: str  # final file name inside the output directory
+    partial: Path | None  # None for an image that lives in a cloud
+    name: str  # final file name inside the output directory, or the cloud image's name
     format: str
-    sha256: str
-    size: int
+    sha256: str = ""
+    size: int = 0
+    artifact_id: str = ""  # Packer's artifact_id; a local file's defaults to its name
+    data: dict[str, Any] = field(default_factory=dict)  # more manifest fields (e.g. AMIs per region)
+
+
+def _new_rollback() -> Rollback:
+    from imgpipe.publish.rollback import Rollback
+
+    return Rollback()
 
 
 @dataclass
@@ -74,6 +84,9 @@ class TargetContext:
     emit: Emitter
     cancel: threading.Event = field(default_factory=threading.Event)
     redact: Redactor = field(default_factory=lambda: Redactor(()))
+    # What publishing changed (images, copies, shares, SSM values), undone unless the whole
+    # target succeeds: a target that fails late reports no half-published image.
+    undo: Rollback = field(default_factory=_new_rollback)
 
 
 class Builder(Protocol):
@@ -81,6 +94,7 @@ class Builder(Protocol):
 
     Settings: ClassVar[type[BaseModel]]
     builder_type: ClassVar[str]
+    local_image: ClassVar[bool]  # capture() writes a file that publishers (aws-import) can take
 
     def __init__(self, ctx: TargetContext) -> None: ...
 
@@ -97,7 +111,7 @@ class Builder(Protocol):
         ...
 
     def capture(self, dest_dir: Path, basename: str) -> Artifact:
-        """Turn the stopped VM's disk into a standalone image in dest_dir."""
+        """Turn the stopped VM's disk into a standalone image (a file in dest_dir, or a cloud image)."""
         ...
 
     def debug_hint(self) -> str:

@@ -15,9 +15,10 @@ from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
 from imgpipe.builders.libvirt_domain import Accelerator, DomainPlan, domain_xml, probe_accelerator
 from imgpipe.builders.sshkeys import (
     KeyPair,
+    build_vm_user_data,
     free_loopback_port,
     generate_ed25519,
-    ssh_banner,
+    wait_for_ssh,
     wait_until,
     write_known_hosts,
 )
@@ -94,6 +95,7 @@ def console_tail(path: Path, lines: int = 25) -> str:
 class LibvirtBuilder:
     Settings: ClassVar[type[BaseModel]] = LibvirtSettings
     builder_type: ClassVar[str] = "imgpipe.libvirt"
+    local_image: ClassVar[bool] = True
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
@@ -120,17 +122,7 @@ class LibvirtBuilder:
             seed,
             instance_id=f"imgpipe-{self.ctx.build_id}",
             hostname=f"imgpipe-{self.ctx.target}",
-            user_data={
-                "ssh_keys": {
-                    "ed25519_private": host.private.read_text(),
-                    "ed25519_public": host.public,
-                },
-                "ssh_deletekeys": True,
-                "ssh_genkeytypes": ["ed25519"],  # present already: generates nothing
-                "disable_root": False,
-                "users": [],
-                "ssh_authorized_keys": [client.public],
-            },
+            user_data=build_vm_user_data(client, host),
         )
         host.private.unlink()  # only the seed needs it now; the seed goes with the workdir
         return seed
@@ -212,27 +204,12 @@ class LibvirtBuilder:
             conn.close()
 
     def _wait_for_ssh(self, ep: SSHEndpoint) -> None:
-        deadline = time.monotonic() + self.settings.ssh_timeout_s
-        last = ""
-        while time.monotonic() < deadline:
-            if self.ctx.cancel.is_set():
-                return
-            if ssh_banner(ep.host, ep.port):
-                try:
-                    run_command([*ep.ssh_argv("-o", "ConnectTimeout=5"), "true"], timeout=30)
-                    return
-                except BuildError as exc:
-                    last = str(exc)
-            elif not self._domain_running():
-                raise BuildError(
-                    "the build VM stopped before SSH answered; console tail:\n"
-                    + console_tail(self.console_log)
-                )
-            wait_until(deadline, 0.5)
-        raise BuildError(
-            f"SSH on 127.0.0.1:{ep.port} did not answer with the pinned host key within "
-            f"{self.settings.ssh_timeout_s} s{(': ' + last.splitlines()[-1]) if last else ''}\n"
-            f"console tail ({self.console_log}):\n{console_tail(self.console_log)}",
+        wait_for_ssh(
+            ep,
+            timeout=self.settings.ssh_timeout_s,
+            cancel=self.ctx.cancel,
+            still_running=self._domain_running,
+            describe=lambda: f"console tail ({self.console_log}):\n{console_tail(self.console_log)}",
             hint="raise ssh_timeout_s, or check that the image runs cloud-init with NoCloud",
         )
 

@@ -6,11 +6,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from imgpipe.errors import run_command
+from imgpipe.errors import BuildError, run_command
+
+if TYPE_CHECKING:
+    from imgpipe.builders.base import SSHEndpoint
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ def generate_ed25519(path: Path, comment: str) -> KeyPair:
 
 def write_known_hosts(path: Path, host: str, port: int, host_key: KeyPair) -> None:
     keytype, blob = host_key.public.split()[:2]
-    path.write_text(f"[{host}]:{port} {keytype} {blob}\n")
+    name = host if port == 22 else f"[{host}]:{port}"  # ssh looks port 22 up by the bare host
+    path.write_text(f"{name} {keytype} {blob}\n")
     path.chmod(0o600)
 
 
@@ -58,3 +65,49 @@ def ssh_banner(host: str, port: int, timeout: float = 2.0) -> bool:
 
 def wait_until(deadline: float, interval: float) -> None:
     time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def build_vm_user_data(client: KeyPair, host: KeyPair) -> dict[str, Any]:
+    """cloud-config that gives a build VM imgpipe's host key (so it can be pinned before
+    boot) and authorizes the build key for root; the seal removes both again."""
+    return {
+        "ssh_keys": {"ed25519_private": host.private.read_text(), "ed25519_public": host.public},
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": ["ed25519"],  # present already: generates nothing
+        "disable_root": False,
+        "users": [],
+        "ssh_authorized_keys": [client.public],
+    }
+
+
+def wait_for_ssh(
+    endpoint: SSHEndpoint,
+    *,
+    timeout: float,
+    cancel: threading.Event,
+    still_running: Callable[[], bool],
+    describe: Callable[[], str],
+    hint: str,
+) -> None:
+    """Wait until `ssh true` succeeds against the pinned host key. Returns early on cancel
+    (the caller's checkpoint raises); raises BuildError once `still_running()` says the VM
+    is gone or the deadline passes, with `describe()` (e.g. a console tail) appended."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if cancel.is_set():
+            return
+        if ssh_banner(endpoint.host, endpoint.port):
+            try:
+                run_command([*endpoint.ssh_argv("-o", "ConnectTimeout=5"), "true"], timeout=30)
+                return
+            except BuildError as exc:
+                last = str(exc)
+        elif not still_running():
+            raise BuildError(f"the build VM stopped before SSH answered\n{describe()}")
+        cancel.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+    raise BuildError(
+        f"SSH on {endpoint.host}:{endpoint.port} did not answer with the pinned host key within "
+        f"{timeout:g} s{(': ' + last.splitlines()[-1]) if last else ''}\n{describe()}",
+        hint=hint,
+    )

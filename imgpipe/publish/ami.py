@@ -123,12 +123,18 @@ class AmiPublisher(AwsJob):
 
     settings: PublishSettings
 
-    def publish(self, image_id: str, region: str | None = None) -> PublishResult:
+    def publish(
+        self, image_id: str, region: str | None = None, rollback: Rollback | None = None
+    ) -> PublishResult:
         """Tag, copy, share and point SSM at `image_id` (in `region`, default the session's).
         On any failure everything this call made is removed and PublishError is raised;
-        on KeyboardInterrupt the rollback runs and the interrupt propagates."""
+        on KeyboardInterrupt the rollback runs and the interrupt propagates.
+
+        With `rollback` (the bake's undo stack for the target) the undos stay there, and
+        the caller commits them once the whole target succeeded; a failure here runs all of it."""
         region = region or self.session.region
-        rollback = Rollback(self.resources)
+        own = rollback is None
+        rollback = rollback or Rollback(self.resources)
         try:
             source = self.tag_source(image_id, region, rollback)
             images = {region: source, **self.copy_to_regions(source, rollback)}
@@ -136,7 +142,8 @@ class AmiPublisher(AwsJob):
             data_type = self.point_ssm_parameter(images, rollback)
         except BaseException as exc:
             self._roll_back_and_raise(exc, rollback, f"publish of {image_id}")
-        rollback.commit()
+        if own:
+            rollback.commit()
         return PublishResult(
             images=tuple(images.values()),
             shared_with=tuple(self.settings.share_with),

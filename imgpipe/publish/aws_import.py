@@ -109,14 +109,16 @@ class ImageImporter(AwsJob):
         description: str = "",
         region: str | None = None,
         publish: PublishSettings | None = None,
+        rollback: Rollback | None = None,
     ) -> PublishResult:
         """Upload `path` (qcow2 is converted to stream-optimized VMDK first), import it,
         register AMI `name`, then publish it with `publish` (tags, copies, shares, SSM).
         On failure or interrupt the import, snapshot and AMI are removed; PublishError
-        names the step, region and AWS error code."""
+        names the step, region and AWS error code. `rollback`: as AmiPublisher.publish's."""
         region = region or self.session.region
         publish = publish or PublishSettings()
-        rollback = Rollback(self.resources)
+        own = rollback is None
+        rollback = rollback or Rollback(self.resources)
         try:
             with tempfile.TemporaryDirectory(prefix="imgpipe-import-", dir=path.parent) as tmp:
                 disk, fmt = self.prepare_disk(path, Path(tmp))
@@ -125,10 +127,11 @@ class ImageImporter(AwsJob):
             image_id = self.register(snapshot, name, description, region, rollback)
             result = AmiPublisher(
                 self.session, publish, emit=self.emit, resources=self.resources, sleep=self.sleep
-            ).publish(image_id, region)
+            ).publish(image_id, region, rollback)
         except BaseException as exc:
             self._roll_back_and_raise(exc, rollback, f"import of {path.name}")
-        rollback.commit()
+        if own:
+            rollback.commit()
         return result
 
     def prepare_disk(self, path: Path, tmp: Path) -> tuple[Path, DiskFormat]:

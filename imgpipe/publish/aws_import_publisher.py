@@ -50,7 +50,9 @@ class AwsImportPublisher:
             resources=self.ctx.resources,
             progress=self._progress,
         )
-        result = importer.import_image(image, image_name, publish=self.settings.publish)
+        result = importer.import_image(
+            image, image_name, publish=self.settings.publish, rollback=self.ctx.undo
+        )
         return Publication(
             self.name,
             self.publisher_type,

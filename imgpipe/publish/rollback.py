@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from imgpipe.aws.errors import error_code, error_message
-from imgpipe.errors import ImgpipeError, PublishError
+from imgpipe.errors import BuildError, ImgpipeError, PublishError
 
 if TYPE_CHECKING:
     from imgpipe.aws.session import AwsSession
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def step(name: str, region: str) -> Iterator[None]:
-    """Turn any failure inside into PublishError(step=name, region=region, code=...).
-    ImgpipeErrors and interrupts pass through unchanged."""
+def step(name: str, region: str, *, build: bool = False) -> Iterator[None]:
+    """Turn any failure inside into PublishError(step=name, region=region, code=...), or a
+    BuildError for a builder's step (`build`). ImgpipeErrors and interrupts pass through."""
     try:
         yield
     except ImgpipeError:
@@ -29,20 +29,20 @@ def step(name: str, region: str) -> Iterator[None]:
     except Exception as exc:
         code = error_code(exc)
         region = getattr(exc, "where", "") or region
-        raise PublishError(
-            f"publish step {name!r} failed in {region}: {code}: {error_message(exc)}",
-            hint=_HINTS.get(code),
-            step=name,
-            region=region,
-            code=code,
-        ) from exc
+        what = "build" if build else "publish"
+        message = f"{what} step {name!r} failed in {region}: {code}: {error_message(exc)}"
+        if build:
+            raise BuildError(message, hint=_HINTS.get(code)) from exc
+        raise PublishError(message, hint=_HINTS.get(code), step=name, region=region, code=code) from exc
 
 
 _HINTS = {
     "UnauthorizedOperation": "the AWS identity lacks a permission: see the IAM policy in the README",
     "AccessDenied": "the AWS identity lacks a permission: see the IAM policy in the README",
     "AuthFailure": "check the AWS credentials (profile, environment, instance role)",
-    "Timeout": "raise wait_timeout, or look at the image's state in the EC2 console",
+    "Timeout": "raise the wait's timeout setting, or look at the resource's state in the EC2 console",
+    "InvalidAMIID.NotFound": "check source_ami and the region; AMIs are regional",
+    "InsufficientInstanceCapacity": "try another instance_type or subnet (availability zone)",
     "RequestLimitExceeded": "AWS kept throttling: raise retry.max_attempts or use retry.mode: adaptive",
 }
 

@@ -70,6 +70,6 @@ def delete_upload(s3: Any, bucket: str, key: str) -> None:
 
 def remove_upload(region: str, bucket: str, key: str, profile: str | None = None) -> None:
     """Journal cleaner: remove an uploaded image left by a killed run."""
-    from imgpipe.aws.session import AwsSession, AwsSettings
+    from imgpipe.aws.session import client_for
 
-    delete_upload(AwsSession(AwsSettings(profile=profile, region=region)).client("s3"), bucket, key)
+    delete_upload(client_for("s3", region, profile), bucket, key)

@@ -85,10 +85,17 @@ def _validate_publish(spec: Spec, doc: Located) -> tuple[dict[str, BaseModel], l
     )
     for name, settings in valid.items():
         source = getattr(settings, "source", None)
+        pos = doc.position(("publish", name, "from"))
         if source not in spec.targets:
-            pos = doc.position(("publish", name, "from"))
             problems.append(
                 f"{pos}: publish.{name}.from: no target {source!r}{suggestion(str(source), spec.targets)}"
+            )
+            continue
+        builder = spec.targets[source].get("builder") if isinstance(spec.targets[source], dict) else None
+        if builder in builder_names() and not getattr(builder_class(builder), "local_image", True):
+            problems.append(
+                f"{pos}: publish.{name}.from: target {source!r} builds with {builder!r}, which makes no "
+                f"local image file to publish; its own `publish` settings copy and share its image"
             )
     return valid, problems
 

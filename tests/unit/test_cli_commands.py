@@ -67,9 +67,13 @@ targets: {local: {builder: libvirt}}
 def test_schema_covers_builders_and_descriptions():
     out = imgpipe("schema")
     schema = json.loads(out.stdout)
-    assert schema["properties"]["targets"]["additionalProperties"] == {"$ref": "#/$defs/LibvirtSettings"}
+    assert schema["properties"]["targets"]["additionalProperties"] == {
+        "oneOf": [{"$ref": "#/$defs/AwsBuilderSettings"}, {"$ref": "#/$defs/LibvirtSettings"}]
+    }
     libvirt = schema["$defs"]["LibvirtSettings"]["properties"]
     assert libvirt["memory_mb"]["description"] and libvirt["builder"]["const"] == "libvirt"
+    aws = schema["$defs"]["AwsBuilderSettings"]["properties"]
+    assert aws["builder"]["const"] == "aws" and aws["source_ami_filter"]["description"]
 
 
 @pytest.mark.parametrize(

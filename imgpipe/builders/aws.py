@@ -1,0 +1,477 @@
+"""Build VMs in EC2: a source AMI (by id or by filters), a temporary key pair and security
+group, one instance whose host key imgpipe generated and pinned before launch; then
+stop, CreateImage, tag the AMI and its snapshots, and publish it (copy, share, SSM).
+
+Each temporary resource is journaled under a name or tag chosen before the create call,
+so cleanup finds it after a failure, Ctrl-C or kill -9. The AMI stays in the journal
+until the whole target succeeded: a failed target leaves no image behind.
+
+`ssh_host`/`ssh_port` connect somewhere other than the instance's address (a tunnel, a
+forwarded port); the tests use them to reach a stand-in for the instance on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import string
+import time
+import urllib.request
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from imgpipe.aws import buildres
+from imgpipe.aws import images as amis
+from imgpipe.aws.session import AwsSession, AwsSettings
+from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
+from imgpipe.builders.sshkeys import build_vm_user_data, generate_ed25519, wait_for_ssh, write_known_hosts
+from imgpipe.errors import BuildError, Interrupted, SpecError
+from imgpipe.publish.ami import AmiPublisher, PublishSettings
+from imgpipe.publish.rollback import step
+
+AMI_NAME_FIELDS = {"spec", "target", "build_id", "date"}
+CALLER_ADDRESS_URL = "https://checkip.amazonaws.com"
+
+
+class SshInterface(StrEnum):
+    PUBLIC_IP = "public_ip"
+    PRIVATE_IP = "private_ip"
+
+
+class AmiFilter(BaseModel):
+    """Find the source AMI the way `aws ec2 describe-images` would."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    owners: list[str] = Field(
+        min_length=1, description="Account ids or aliases (amazon, self, aws-marketplace) owning the AMI."
+    )
+    name: str = Field(description="AMI name pattern; * and ? are wildcards, e.g. debian-12-amd64-*.")
+    architecture: Literal["x86_64", "arm64"] = Field("x86_64", description="CPU architecture.")
+    filters: dict[str, str] = Field(
+        default_factory=dict, description="More describe-images filters, e.g. virtualization-type: hvm."
+    )
+    most_recent: bool = Field(
+        True, description="Take the newest match; if false, more than one match is an error."
+    )
+
+
+class AwsBuilderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    builder: Literal["aws"] = Field(description="Build in an EC2 instance and capture an AMI.")
+    aws: AwsSettings = Field(default_factory=AwsSettings, description="Region, profile and retries.")
+    source_ami: str | None = Field(None, pattern=r"^ami-[0-9a-f]{8,17}$", description="Source AMI id.")
+    source_ami_filter: AmiFilter | None = Field(None, description="Find the source AMI by owner and name.")
+    instance_type: str = Field("t3.small", description="Instance type of the build instance.")
+    subnet_id: str | None = Field(None, description="Subnet to launch in; default: the default VPC's.")
+    vpc_id: str | None = Field(None, description="VPC of the security group; default: the subnet's.")
+    associate_public_ip: bool | None = Field(
+        None, description="Give the instance a public IP; default: subnet's."
+    )
+    volume_size_gb: int | None = Field(
+        None, ge=1, le=16384, description="Root volume size; default: the AMI's."
+    )
+    volume_type: str = Field("gp3", description="Root volume type.")
+    ssh_interface: SshInterface = Field(
+        SshInterface.PUBLIC_IP, description="Which instance address SSH uses."
+    )
+    ssh_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Who may reach SSH; default: this machine's public address (public_ip) or the VPC.",
+    )
+    ssh_user: str = Field("root", description="SSH user; imgpipe's cloud-config authorizes the key for root.")
+    ssh_host: str | None = Field(None, description="Connect here instead of the instance (a tunnel).")
+    ssh_port: int = Field(22, ge=1, le=65535, description="SSH port (opened in the security group).")
+    ssh_timeout_s: int = Field(900, ge=10, description="How long to wait for SSH once the instance runs.")
+    instance_timeout_s: int = Field(900, ge=10, description="How long to wait for running/stopped.")
+    image_timeout_s: int = Field(3600, ge=10, description="How long to wait for the AMI to be available.")
+    poll_interval: float = Field(5.0, ge=0, description="Seconds between state polls.")
+    ami_name: str = Field(
+        "{spec}-{target}-{build_id}",
+        description="AMI name template; fields: {spec}, {target}, {build_id}, {date} (YYYYMMDD).",
+    )
+    ami_description: str = Field("built by imgpipe", description="AMI description.")
+    run_tags: dict[str, str] = Field(
+        default_factory=dict, description="Extra tags on the temporary instance, volume, key and group."
+    )
+    publish: PublishSettings = Field(
+        default_factory=PublishSettings, description="Tags, more regions, sharing, SSM pointer, KMS."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AwsBuilderSettings:
+        if (self.source_ami is None) == (self.source_ami_filter is None):
+            raise ValueError("set exactly one of source_ami and source_ami_filter")
+        return self
+
+    @field_validator("ami_name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        unknown = fields - AMI_NAME_FIELDS
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; use {sorted(AMI_NAME_FIELDS)}")
+        return value
+
+    @field_validator("ssh_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
+
+
+class AwsBuilder:
+    Settings: ClassVar[type[BaseModel]] = AwsBuilderSettings
+    builder_type: ClassVar[str] = "imgpipe.aws"
+    local_image: ClassVar[bool] = False
+
+    def __init__(self, ctx: TargetContext) -> None:
+        self.ctx = ctx
+        self.settings: AwsBuilderSettings = ctx.settings  # type: ignore[assignment]
+        self.name = f"imgpipe-{ctx.build_id}-{ctx.target}"
+        self.tags = {
+            **self.settings.run_tags,
+            **buildres.build_tags(ctx.build_id, ctx.target, ctx.loaded.spec.name),
+        }
+        self.session: AwsSession | None = None
+        self.source: dict[str, Any] = {}
+        self.instance_id: str | None = None
+        self.endpoint: SSHEndpoint | None = None
+
+    # seams for tests
+    def make_session(self) -> AwsSession:
+        return AwsSession(self.settings.aws)
+
+    def _sleep(self, seconds: float) -> None:
+        """Every wait ends early on Ctrl-C/SIGTERM; cleanup then removes what exists."""
+        if self.ctx.cancel.wait(seconds):
+            raise Interrupted("interrupted")
+
+    @property
+    def ec2(self) -> Any:
+        assert self.session is not None, "prepare() first"
+        return self.session.client("ec2")
+
+    @property
+    def region(self) -> str:
+        assert self.session is not None, "prepare() first"
+        return self.session.region
+
+    def _step(self, name: str) -> Any:
+        return step(name, self.region, build=True)
+
+    def _cleaner_args(self, **args: Any) -> dict[str, Any]:
+        return {"region": self.region, "profile": self.settings.aws.profile, **args}
+
+    def _journal(self, kind: str, cleaner: Any, **args: Any) -> int:
+        return self.ctx.resources.track(kind, cleaner, **self._cleaner_args(**args))
+
+    def prepare(self) -> dict[str, object]:
+        self.session = self.make_session()
+        with self._step("source"):
+            image = self._find_source()
+        self.source = image
+        self.ctx.emit.message(f"source AMI {image['ImageId']} ({image.get('Name', '?')}) in {self.region}")
+        return {
+            "kind": "ami",
+            "region": self.region,
+            "image_id": image["ImageId"],
+            "name": image.get("Name"),
+            "owner": image.get("OwnerId"),
+            "creation_date": image.get("CreationDate"),
+        }
+
+    def _find_source(self) -> dict[str, Any]:
+        s = self.settings
+        if s.source_ami:
+            return amis.describe_image(self.ec2, s.source_ami)
+        f = s.source_ami_filter
+        assert f is not None
+        filters = [
+            {"Name": "name", "Values": [f.name]},
+            {"Name": "architecture", "Values": [f.architecture]},
+            {"Name": "state", "Values": ["available"]},
+            *({"Name": k, "Values": [v]} for k, v in f.filters.items()),
+        ]
+        found = self.ec2.describe_images(Owners=f.owners, Filters=filters)["Images"]
+        if not found:
+            raise SpecError(
+                f"target {self.ctx.target}: no AMI named {f.name!r} ({f.architecture}) owned by "
+                f"{', '.join(f.owners)} in {self.region}",
+                hint="check source_ami_filter's name pattern, owners and the region",
+            )
+        if len(found) > 1 and not f.most_recent:
+            names = ", ".join(sorted(i.get("Name", i["ImageId"]) for i in found)[:5])
+            raise SpecError(
+                f"target {self.ctx.target}: {len(found)} AMIs match {f.name!r}: {names}",
+                hint="narrow the name pattern, or set most_recent: true",
+            )
+        return max(found, key=lambda i: i.get("CreationDate", ""))  # type: ignore[no-any-return]
+
+    def launch(self) -> SSHEndpoint:
+        wd = self.ctx.workdir
+        client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
+        host = generate_ed25519(wd / "host_key", f"imgpipe-host-{self.ctx.build_id}")
+        with self._step("key pair"):
+            self._journal("aws-key-pair", buildres.remove_key_pair, key_name=self.name)
+            self.ec2.import_key_pair(
+                KeyName=self.name,
+                PublicKeyMaterial=client.public.encode(),
+                TagSpecifications=buildres.tag_specs(self.tags, "key-pair"),
+            )
+        with self._step("security group"):
+            subnet_id, vpc_id = self._network()
+            group_id = self._security_group(vpc_id)
+        with self._step("launch"):
+            instance = self._run_instance(subnet_id, group_id, build_vm_user_data(client, host))
+        host.private.unlink()  # the instance has it now (user data); the seal replaces it
+        self.instance_id = instance["InstanceId"]
+        self.ctx.emit.message(f"instance {self.instance_id} ({self.settings.instance_type}) launched")
+        with self._step("wait"):
+            running = buildres.wait_for_instance(
+                self.ec2,
+                self.instance_id,
+                "running",
+                timeout=self.settings.instance_timeout_s,
+                poll_interval=self.settings.poll_interval,
+                sleep=self._sleep,
+            )
+        address, port = self._ssh_address(running), self.settings.ssh_port
+        known_hosts = wd / "known_hosts"
+        write_known_hosts(known_hosts, address, port, host)
+        self.endpoint = SSHEndpoint(
+            address,
+            port,
+            self.settings.ssh_user,
+            client.private,
+            known_hosts,
+            host.fingerprint,
+            client.public,
+        )
+        with self.ctx.emit.stage("boot_to_ssh"), self._step("wait"):
+            wait_for_ssh(
+                self.endpoint,
+                timeout=self.settings.ssh_timeout_s,
+                cancel=self.ctx.cancel,
+                still_running=self._instance_running,
+                describe=lambda: f"instance {self.instance_id} in {self.region}",
+                hint="check ssh_cidrs/ssh_interface reach the instance, or raise ssh_timeout_s",
+            )
+        return self.endpoint
+
+    def _network(self) -> tuple[str | None, str]:
+        s = self.settings
+        if s.subnet_id:
+            subnet = self.ec2.describe_subnets(SubnetIds=[s.subnet_id])["Subnets"][0]
+            return s.subnet_id, s.vpc_id or subnet["VpcId"]
+        if s.vpc_id:
+            return None, s.vpc_id
+        vpcs = self.ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise SpecError(
+                f"target {self.ctx.target}: {self.region} has no default VPC",
+                hint="set subnet_id (and vpc_id) in the target",
+            )
+        return None, vpcs[0]["VpcId"]
+
+    def _ssh_cidrs(self, vpc_id: str) -> list[str]:
+        s = self.settings
+        if s.ssh_cidrs:
+            return s.ssh_cidrs
+        if s.ssh_interface is SshInterface.PRIVATE_IP:
+            return [self.ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]]
+        try:
+            with urllib.request.urlopen(CALLER_ADDRESS_URL, timeout=10) as answer:
+                address = ipaddress.ip_address(answer.read().decode().strip())
+        except (OSError, ValueError) as exc:
+            raise SpecError(
+                f"target {self.ctx.target}: could not find this machine's public address ({exc})",
+                hint="set ssh_cidrs to the addresses that may reach the build instance",
+            ) from None
+        return [f"{address}/{address.max_prefixlen}"]
+
+    def _security_group(self, vpc_id: str) -> str:
+        cidrs = self._ssh_cidrs(vpc_id)
+        self._journal(
+            "aws-security-group", buildres.remove_security_group, vpc_id=vpc_id, group_name=self.name
+        )
+        group_id = self.ec2.create_security_group(
+            GroupName=self.name,
+            Description=f"imgpipe build {self.ctx.build_id}: SSH to the build instance",
+            VpcId=vpc_id,
+            TagSpecifications=buildres.tag_specs(self.tags, "security-group"),
+        )["GroupId"]
+        port = self.settings.ssh_port
+        self.ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "IpRanges": [{"CidrIp": c} for c in cidrs if ":" not in c],
+                    "Ipv6Ranges": [{"CidrIpv6": c} for c in cidrs if ":" in c],
+                }
+            ],
+        )
+        self.ctx.emit.message(f"security group {group_id}: SSH from {', '.join(cidrs)}")
+        return group_id  # type: ignore[no-any-return]
+
+    def _run_instance(
+        self, subnet_id: str | None, group_id: str, user_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        import yaml
+
+        s = self.settings
+        args: dict[str, Any] = {
+            "ImageId": self.source["ImageId"],
+            "InstanceType": s.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "KeyName": self.name,
+            "UserData": "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
+            "InstanceInitiatedShutdownBehavior": "terminate",  # a guest poweroff leaves nothing running
+            "TagSpecifications": buildres.tag_specs(self.tags, "instance", "volume"),
+            "ClientToken": self.name[:64],  # a retried RunInstances starts no second instance
+        }
+        if s.associate_public_ip is None:
+            args["SecurityGroupIds"] = [group_id]
+            if subnet_id:
+                args["SubnetId"] = subnet_id
+        else:
+            nic: dict[str, Any] = {
+                "DeviceIndex": 0,
+                "Groups": [group_id],
+                "AssociatePublicIpAddress": s.associate_public_ip,
+                "DeleteOnTermination": True,
+            }
+            if subnet_id:
+                nic["SubnetId"] = subnet_id
+            args["NetworkInterfaces"] = [nic]
+        if s.volume_size_gb:
+            root = self.source.get("RootDeviceName", "/dev/xvda")
+            args["BlockDeviceMappings"] = [
+                {
+                    "DeviceName": root,
+                    "Ebs": {
+                        "VolumeSize": s.volume_size_gb,
+                        "VolumeType": s.volume_type,
+                        "DeleteOnTermination": True,
+                    },
+                }
+            ]
+        # Recorded by tag before it exists: tags are applied atomically with the launch.
+        self._journal(
+            "aws-instance", buildres.remove_instances, build_id=self.ctx.build_id, target=self.ctx.target
+        )
+        return self.ec2.run_instances(**args)["Instances"][0]  # type: ignore[no-any-return]
+
+    def _ssh_address(self, instance: dict[str, Any]) -> str:
+        s = self.settings
+        if s.ssh_host:
+            return s.ssh_host
+        key = "PublicIpAddress" if s.ssh_interface is SshInterface.PUBLIC_IP else "PrivateIpAddress"
+        address = instance.get(key)
+        if not address:
+            raise BuildError(
+                f"instance {instance['InstanceId']} has no {s.ssh_interface.value.replace('_', ' ')}",
+                hint="set associate_public_ip: true, use a public subnet, or ssh_interface: private_ip",
+            )
+        return str(address)
+
+    def _instance_running(self) -> bool:
+        """Checked while SSH does not answer yet; rate-limited by the SSH wait's own pace."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_state_check", 0.0) < 10:
+            return True
+        self._last_state_check = now
+        reservations = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"]
+        return reservations[0]["Instances"][0]["State"]["Name"] in {"pending", "running"}
+
+    def stop(self) -> None:
+        with self._step("stop"):
+            self.ec2.stop_instances(InstanceIds=[self.instance_id])
+            buildres.wait_for_instance(
+                self.ec2,
+                str(self.instance_id),
+                "stopped",
+                timeout=self.settings.instance_timeout_s,
+                poll_interval=self.settings.poll_interval,
+                sleep=self._sleep,
+            )
+
+    def image_name(self) -> str:
+        ctx = self.ctx
+        name = self.settings.ami_name.format(
+            spec=ctx.loaded.spec.name,
+            target=ctx.target,
+            build_id=ctx.build_id,
+            date=time.strftime("%Y%m%d", time.gmtime()),
+        )
+        if not 3 <= len(name) <= 128 or not set(name) <= AMI_NAME_CHARS:
+            raise SpecError(
+                f"target {ctx.target}: ami_name renders to {name!r}, not a valid AMI name",
+                hint="3-128 characters: letters, digits, spaces and ( ) [ ] . / - ' @ _",
+            )
+        return name
+
+    def capture(self, dest_dir: Path, basename: str) -> Artifact:
+        """CreateImage, wait, then tag, copy, share and point SSM at it. Every change goes
+        on the target's undo stack: the pipeline commits it only once the target succeeded."""
+        name = self.image_name()
+        image_tags = {**self.tags, **self.settings.publish.tags}
+        image_tags.pop("Name", None)  # the AMI's Name tag would say "imgpipe-<build>", not its name
+        ec2, region, undo = self.ec2, self.region, self.ctx.undo
+        with self._step("create_image"):
+            # pushed (and journaled) by name before it exists: a kill -9 right after still finds it
+            undo.push(
+                f"AMI {name} in {region}",
+                lambda: amis.remove_images_named(region, name, self.settings.aws.profile),
+                journal=("aws-ami", amis.remove_images_named, self._cleaner_args(name=name)),
+            )
+            image_id = ec2.create_image(
+                InstanceId=self.instance_id,
+                Name=name,
+                Description=self.settings.ami_description,
+                TagSpecifications=buildres.tag_specs(image_tags, "image"),
+            )["ImageId"]
+        self.ctx.emit.message(f"creating AMI {image_id} ({name}); waiting until available")
+        with self._step("wait"):
+            amis.wait_for_images(
+                {region: (ec2, image_id)},
+                timeout=self.settings.image_timeout_s,
+                poll_interval=self.settings.poll_interval,
+                sleep=self._sleep,
+            )
+        assert self.session is not None
+        publish = self.settings.publish.model_copy(update={"tags": image_tags})
+        result = AmiPublisher(
+            self.session, publish, emit=self.ctx.emit, resources=self.ctx.resources, sleep=self._sleep
+        ).publish(image_id, region, undo)
+        return Artifact(
+            partial=None,
+            name=name,
+            format="ami",
+            artifact_id=result.artifact_id,
+            data={
+                "images": [img.model_dump(mode="json") for img in result.images],
+                "shared_with": list(result.shared_with),
+                "ssm_parameter": result.ssm_parameter,
+            },
+        )
+
+    def debug_hint(self) -> str:
+        ep = self.endpoint
+        ssh = " ".join(ep.ssh_argv()) if ep else "(the instance never reached SSH)"
+        return (
+            f"build instance {self.instance_id or '(not launched)'} in "
+            f"{self.session.region if self.session else '?'} is kept running for debugging.\n"
+            f"  reach it:  {ssh}\n"
+            f"  remove it: imgpipe gc --build {self.ctx.build_id}"
+        )
+
+
+AMI_NAME_CHARS = set(string.ascii_letters + string.digits + " ()[]./-'@_")

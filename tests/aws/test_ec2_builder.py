@@ -1,0 +1,334 @@
+"""`builder: aws` through the real pipeline against moto on loopback: key pair, security
+group and instance are made and removed, Ansible provisions a stand-in for the instance
+over real SSH (pinned host key from the user data), the AMI is created, tagged, copied,
+shared and recorded as region:ami-id. A failure or interrupt at any stage leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgpipe.builders.aws import AwsBuilder
+from imgpipe.errors import BuildError, Interrupted, PublishError, SpecError
+from imgpipe.events import NullSink
+from imgpipe.pipeline import BakeOptions, bake
+from imgpipe.spec import load_spec
+from tests.aws.conftest import SOURCE_REGION, inject, inventory, plain, seed_ami, tags, throttle
+from tests.aws.standin import InstanceWatcher, SshdStandIn
+from tests.conftest import write
+
+ACCOUNT = "123456789012"
+ROLE = """\
+- name: Write the marker
+  ansible.builtin.copy:
+    content: "{{ marker_text }}\\n"
+    dest: "{{ marker_path }}"
+    mode: "0644"
+- name: Wait if asked (lets a test interrupt provisioning)
+  ansible.builtin.command: sleep {{ marker_sleep }}
+  when: marker_sleep | int > 0
+"""
+
+
+def spec_text(
+    roles: Path,
+    marker: Path,
+    port: int,
+    *,
+    source: str,
+    sleep: int = 0,
+    mode: str = "standard",
+    ssh_timeout: int = 60,
+    extra: str = "",
+) -> str:
+    return f"""\
+imgpipe: 1
+name: demo
+seal: {{enabled: false}}  # the stand-in is this host's own sshd: never seal it
+provision:
+  roles_path: [{roles}]
+  roles:
+    - role: marker
+      vars: {{marker_text: provisioned-in-ec2, marker_path: "{marker}", marker_sleep: {sleep}}}
+targets:
+  ec2:
+    builder: aws
+    aws: {{region: {SOURCE_REGION}, retry: {{mode: {mode}, max_attempts: 12}}}}
+    {source}
+    instance_type: t3.micro
+    ssh_host: 127.0.0.1
+    ssh_port: {port}
+    ssh_cidrs: [127.0.0.1/32]
+    ssh_timeout_s: {ssh_timeout}
+    poll_interval: 0
+    ami_name: "{{spec}}-{{target}}-{{build_id}}"
+    publish:
+      copy_to: [eu-west-1]
+      tags: {{team: web}}
+      share_with: ["{ACCOUNT}"]
+      ssm_parameter: /images/demo/latest
+{extra}"""
+
+
+class Ec2Bake:
+    """One test's world: moto, a source AMI, the sshd stand-in and a watcher that starts
+    it for the build instance, plus hooks on the builder's AWS session."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tmp = tmp_path
+        self.roles = tmp_path / "roles"
+        write(self.roles / "marker" / "tasks" / "main.yml", ROLE)
+        self.marker = tmp_path / "marker.txt"
+        self.source_ami, self.source_snaps = seed_ami(name="debian-12-base")
+        self.stand_in = SshdStandIn(tmp_path / "instance")
+        self.host_key: str | None = None  # set: the stand-in presents a different identity
+        self.watcher = InstanceWatcher(lambda _id, user_data: self.stand_in.serve(user_data, self.host_key))
+        self.session_hooks: list = []
+        self.sessions: list = []
+        self.cancel = threading.Event()
+        real = AwsBuilder.make_session
+
+        def hooked_session(builder: AwsBuilder):
+            session = real(builder)
+            self.sessions.append(session)
+            for hook in self.session_hooks:
+                hook(session)
+            return session
+
+        monkeypatch.setattr(AwsBuilder, "make_session", hooked_session)
+        monkeypatch.setenv("IMGPIPE_CACHE_DIR", str(tmp_path / "cache"))
+
+    def run(self, source: str | None = None, **spec: Any):
+        """Bake the `ec2` target; `spec` overrides spec_text's keywords."""
+        source = source or f"source_ami: {self.source_ami}"
+        text = spec_text(self.roles, self.marker, self.stand_in.port, source=source, **spec)
+        loaded = load_spec(write(self.tmp / "spec.yml", text))
+        self.watcher.start()
+        try:
+            return bake(loaded, BakeOptions(self.tmp / "out", ("ec2",), {}), NullSink(), self.cancel)
+        finally:
+            self.watcher.stop()
+            self.stand_in.close()
+
+    def leftovers(self, state: Path) -> dict[str, object]:
+        """Everything a build could leave, beyond the seeded source AMI."""
+        ec2 = plain("ec2")
+        live = [
+            i["InstanceId"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated" and i.get("ImageId") == self.source_ami
+        ]
+        images, snaps = {}, {}
+        for region, (region_images, region_snaps) in inventory().items():
+            images[region] = sorted(region_images - {self.source_ami})
+            snaps[region] = sorted(region_snaps - set(self.source_snaps))
+        return {
+            "instances": live,
+            "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+            "groups": [
+                g["GroupName"]
+                for g in ec2.describe_security_groups()["SecurityGroups"]
+                if g["GroupName"].startswith("imgpipe-")
+            ],
+            "images": {r: v for r, v in images.items() if v},
+            "snapshots": {r: v for r, v in snaps.items() if v},
+            "ssm": [p["Name"] for p in plain("ssm").describe_parameters()["Parameters"]],
+            "journal": sorted(p.name for p in (state / "journal").glob("*.json")),
+            "workdirs": sorted(p.name for p in (self.tmp / "cache" / "work").glob("*")),
+        }
+
+
+NOTHING = {
+    "instances": [],
+    "key_pairs": [],
+    "groups": [],
+    "images": {},
+    "snapshots": {},
+    "ssm": [],
+    "journal": [],
+    "workdirs": [],
+}
+
+
+@pytest.fixture
+def ec2_bake(moto, tmp_path, monkeypatch, isolated_state):
+    return Ec2Bake(tmp_path, monkeypatch)
+
+
+def record_calls(session, operation: str, calls: list) -> None:
+    session.events.register(
+        f"provide-client-params.ec2.{operation}", lambda params, **_: calls.append(dict(params))
+    )
+
+
+def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolated_state):
+    runs, ingress = [], []
+    ec2_bake.session_hooks.append(lambda s: record_calls(s, "RunInstances", runs))
+    ec2_bake.session_hooks.append(lambda s: record_calls(s, "AuthorizeSecurityGroupIngress", ingress))
+    result = ec2_bake.run()
+    assert result.ok, result.errors
+
+    # real Ansible ran over real SSH against the stand-in the user data described
+    assert ec2_bake.marker.read_text() == "provisioned-in-ec2\n"
+    (launch,) = runs
+    assert launch["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert launch["ImageId"] == ec2_bake.source_ami and launch["KeyName"].startswith("imgpipe-")
+    assert "ed25519_private" in launch["UserData"]  # the host key imgpipe pinned before launch
+    assert {t["Key"] for t in launch["TagSpecifications"][0]["Tags"]} >= {"imgpipe:build-id", "Name"}
+    (rule,) = ingress[0]["IpPermissions"]
+    assert rule["IpRanges"] == [{"CidrIp": "127.0.0.1/32"}] and rule["FromPort"] == ec2_bake.stand_in.port
+
+    manifest = json.loads((result.output_dir / "manifest.json").read_text())
+    (build,) = manifest["builds"]
+    assert build["builder_type"] == "imgpipe.aws" and build["files"] == []
+    regions = dict(part.split(":") for part in build["artifact_id"].split(","))
+    assert list(regions) == [SOURCE_REGION, "eu-west-1"]
+    records = {img["region"]: img for img in build["custom_data"]["images"]}
+    assert manifest["imgpipe"]["targets"]["ec2"]["source"]["image_id"] == ec2_bake.source_ami
+    for region, image_id in regions.items():
+        ec2 = plain("ec2", region)
+        image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+        assert image["Name"] == f"demo-ec2-{result.build_id}"
+        assert records[region]["image_id"] == image_id and records[region]["snapshot_ids"]
+        for resource in [image_id, *records[region]["snapshot_ids"]]:
+            found = tags(ec2, resource)
+            assert found["team"] == "web" and found["imgpipe:build-id"] == result.build_id, resource
+        perms = ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        assert perms["LaunchPermissions"] == [{"UserId": ACCOUNT}]
+        ssm = plain("ssm", region).get_parameter(Name="/images/demo/latest")["Parameter"]
+        assert ssm["Value"] == image_id
+
+    left = ec2_bake.leftovers(isolated_state)
+    assert {k: v for k, v in left.items() if k not in {"images", "snapshots", "ssm"}} == {
+        "instances": [],
+        "key_pairs": [],
+        "groups": [],
+        "journal": [],
+        "workdirs": [],
+    }
+    assert left["images"] == {SOURCE_REGION: [regions[SOURCE_REGION]], "eu-west-1": [regions["eu-west-1"]]}
+
+
+def test_source_ami_found_by_filter_newest_first(ec2_bake, isolated_state):
+    time.sleep(1.1)  # CreationDate has whole seconds
+    newer, _ = seed_ami(name="debian-12-base-2")
+    runs = []
+    ec2_bake.session_hooks.append(lambda s: record_calls(s, "RunInstances", runs))
+    dates = {i["ImageId"]: i["CreationDate"] for i in plain("ec2").describe_images(Owners=["self"])["Images"]}
+    assert dates[newer] > dates[ec2_bake.source_ami]
+    result = ec2_bake.run(source="source_ami_filter: {owners: [self], name: debian-12-base*}")
+    assert result.ok, result.errors
+    assert runs[0]["ImageId"] == newer
+
+
+def test_source_filter_without_match_is_a_clear_error(ec2_bake, isolated_state):
+    result = ec2_bake.run(source="source_ami_filter: {owners: [self], name: ubuntu-*}")
+    err = result.errors["ec2"]
+    assert isinstance(err, SpecError) and "no AMI named 'ubuntu-*'" in str(err)
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+def test_a_stand_in_with_another_host_key_is_refused(ec2_bake, isolated_state):
+    """Host key checking stays on: an instance that is not the one launched is not trusted."""
+    from imgpipe.builders.sshkeys import generate_ed25519
+
+    ec2_bake.host_key = generate_ed25519(ec2_bake.tmp / "other", "impostor").private.read_text()
+    result = ec2_bake.run(ssh_timeout=10)
+    err = result.errors["ec2"]
+    assert isinstance(err, BuildError) and "pinned host key" in str(err)
+    assert not ec2_bake.marker.exists()
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+FAULTS = [
+    ("ImportKeyPair", 1, "key pair"),
+    ("CreateSecurityGroup", 1, "security group"),
+    ("AuthorizeSecurityGroupIngress", 1, "security group"),
+    ("RunInstances", 1, "launch"),
+    ("DescribeInstances", 1, "wait"),
+    ("StopInstances", 1, "stop"),
+    ("CreateImage", 1, "create_image"),
+    ("DescribeImages", 2, "wait"),  # the 1st finds the source AMI, the 2nd waits for the new one
+    ("CopyImage", 1, "copy"),
+    ("ModifyImageAttribute", 1, "share"),
+]
+
+
+@pytest.mark.parametrize(("operation", "nth", "stage"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_failure_at_each_aws_stage_leaves_nothing(ec2_bake, isolated_state, operation, nth, stage):
+    ec2_bake.session_hooks.append(lambda s: inject(s, "ec2", operation, nth=nth, region=None))
+    result = ec2_bake.run()
+    err = result.errors["ec2"]
+    assert isinstance(err, BuildError | PublishError), err
+    assert f"step {stage!r} failed" in str(err) and "UnauthorizedOperation" in str(err), str(err)
+    assert "IAM policy" in (err.hint or "")
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+    manifest = json.loads((result.output_dir / "manifest.json").read_text())
+    assert manifest["builds"] == [] and manifest["imgpipe"]["targets"]["ec2"]["ok"] is False
+
+
+def test_failed_provisioning_leaves_nothing(ec2_bake, isolated_state):
+    write(ec2_bake.roles / "marker" / "tasks" / "main.yml", "- ansible.builtin.fail: {msg: role refuses}\n")
+    result = ec2_bake.run()
+    assert "role refuses" in str(result.errors["ec2"])
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+INTERRUPTS = [
+    "ImportKeyPair",
+    "CreateSecurityGroup",
+    "RunInstances",
+    "StopInstances",
+    "CreateImage",
+    "CopyImage",
+]
+
+
+@pytest.mark.parametrize("operation", INTERRUPTS)
+def test_interrupt_at_each_aws_stage_leaves_nothing(ec2_bake, isolated_state, operation):
+    """Ctrl-C sets the bake's cancel event (what the CLI's signal handler does) while
+    the call is in flight; the build stops at its next wait or checkpoint."""
+
+    def hook(session):
+        session.events.register(f"before-call.ec2.{operation}", lambda **_: ec2_bake.cancel.set())
+
+    ec2_bake.session_hooks.append(hook)
+    result = ec2_bake.run()
+    assert isinstance(result.errors["ec2"], Interrupted), result.errors
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+def test_interrupt_during_provisioning_leaves_nothing(ec2_bake, isolated_state):
+    def cancel_once_marker_written():
+        while not ec2_bake.marker.exists() and not ec2_bake.cancel.wait(0.1):
+            pass
+        ec2_bake.cancel.set()
+
+    threading.Thread(target=cancel_once_marker_written, daemon=True).start()
+    result = ec2_bake.run(sleep=120)
+    assert isinstance(result.errors["ec2"], Interrupted), result.errors
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+@pytest.mark.parametrize("mode", ["standard", "adaptive"])
+def test_bake_survives_30_percent_throttling(ec2_bake, isolated_state, monkeypatch, mode):
+    from botocore.retries.bucket import TokenBucket
+    from botocore.retries.standard import ExponentialBackoff
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+    monkeypatch.setattr(TokenBucket, "acquire", lambda self, amount=1, block=True: True)
+    counters = []
+    ec2_bake.session_hooks.append(lambda s: counters.append(throttle(s, "ec2", 0.3)))
+    result = ec2_bake.run(mode=mode)
+    assert result.ok, result.errors
+    assert counters[0]() >= 5  # throttled calls were really answered 503 and retried
+    (build,) = json.loads((result.output_dir / "manifest.json").read_text())["builds"]
+    regions = dict(part.split(":") for part in build["artifact_id"].split(","))
+    assert sorted(ec2_bake.leftovers(isolated_state)["images"][SOURCE_REGION]) == [regions[SOURCE_REGION]]
+    assert ec2_bake.leftovers(isolated_state)["key_pairs"] == []
