@@ -84,3 +84,32 @@ def test_validate_reports_missing_role_with_line(tmp_path):
     proc = subprocess.run([*IMGPIPE, "validate", str(spec)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert f"{spec}:6:18: provision.roles[1]: role 'no_such_role' not found" in proc.stderr
+
+
+AWS = """\
+imgpipe: 1
+name: web
+targets:
+  ec2:
+    builder: aws
+    source_ami: ami-0123456789abcdef0
+"""
+
+
+def test_aws_target_needs_exactly_one_source(tmp_path):
+    msg, f = problems(tmp_path, AWS.replace("    source_ami: ami-0123456789abcdef0\n", ""))
+    assert f"{f}:5:5: targets.ec2: " in msg and "set exactly one of source_ami and source_ami_filter" in msg
+    both = AWS + "    source_ami_filter: {owners: [amazon], name: debian-12-*}\n"
+    assert "set exactly one" in problems(tmp_path, both)[0]
+
+
+def test_aws_ami_name_template_fields_and_cidrs_are_checked(tmp_path):
+    msg, f = problems(tmp_path, AWS + "    ami_name: '{spec}-{when}'\n    ssh_cidrs: [10.0.0.0/33]\n")
+    assert f"{f}:7:15: targets.ec2.ami_name:" in msg and "unknown field(s) ['when']" in msg
+    assert f"{f}:8:16: targets.ec2.ssh_cidrs:" in msg and "10.0.0.0/33" in msg
+
+
+def test_aws_import_from_an_aws_target_is_refused(tmp_path):
+    text = AWS + "publish:\n  ami: {publisher: aws-import, from: ec2, import: {bucket: b}}\n"
+    msg, f = problems(tmp_path, text)
+    assert f"{f}:8:38: publish.ami.from: target 'ec2' builds with 'aws'" in msg

@@ -1,0 +1,100 @@
+"""After kill -9 an EC2 bake leaves a running instance, its security group and key pair:
+`imgpipe gc` finds each through the journal (written before each resource existed) and
+removes them. The AMI cleaner works by name, so an image whose id was never seen goes too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from imgpipe.aws import images as amis
+from imgpipe.builders.sshkeys import free_loopback_port
+from imgpipe.journal import Resources, clean_record
+from tests.aws.conftest import SOURCE_REGION, inventory, plain, seed_ami
+from tests.conftest import IMGPIPE, REPO, write
+
+
+def build_resources() -> dict[str, list[str]]:
+    ec2 = plain("ec2")
+    return {
+        "instances": [
+            i["InstanceId"]
+            for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["imgpipe:build-id"]}])[
+                "Reservations"
+            ]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ],
+        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+        "groups": [
+            g["GroupName"]
+            for g in ec2.describe_security_groups()["SecurityGroups"]
+            if g["GroupName"].startswith("imgpipe-")
+        ],
+    }
+
+
+def test_gc_after_kill_9_removes_instance_group_and_key(moto, tmp_path, isolated_state):
+    source, _ = seed_ami(name="debian-12-base")
+    closed_port = free_loopback_port()  # nothing answers: the bake waits for SSH until killed
+    spec = write(
+        tmp_path / "spec.yml",
+        f"""\
+imgpipe: 1
+name: demo
+seal: {{enabled: false}}
+targets:
+  ec2:
+    builder: aws
+    aws: {{region: {SOURCE_REGION}}}
+    source_ami: {source}
+    ssh_host: 127.0.0.1
+    ssh_port: {closed_port}
+    ssh_cidrs: [127.0.0.1/32]
+    poll_interval: 0
+""",
+    )
+    env = {**os.environ, "IMGPIPE_CACHE_DIR": str(tmp_path / "cache")}
+    bake = subprocess.Popen(
+        [*IMGPIPE, "bake", str(spec), "--output", str(tmp_path / "out")],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not build_resources()["instances"]:
+            assert bake.poll() is None, "the bake ended before its instance ran"
+            assert time.monotonic() < deadline, "no build instance appeared"
+            time.sleep(0.1)
+        time.sleep(0.5)  # into the SSH wait
+    finally:
+        bake.send_signal(signal.SIGKILL)
+        bake.wait()
+    before = build_resources()
+    assert len(before["instances"]) == 1 and len(before["key_pairs"]) == 1 and len(before["groups"]) == 1
+
+    gc = subprocess.run([*IMGPIPE, "gc"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    assert "removed" in gc.stdout
+    assert build_resources() == {"instances": [], "key_pairs": [], "groups": []}
+    assert list((isolated_state / "journal").glob("*.json")) == []
+    assert list((tmp_path / "cache" / "work").glob("*")) == []
+
+
+def test_ami_journaled_by_name_is_removed_with_its_snapshots(moto, tmp_path):
+    """The journal holds the AMI's name from before CreateImage answered; its cleaner
+    finds the image and its snapshots by that name."""
+    image_id, snapshots = seed_ami(name="demo-ec2-20261127T000000Z-abcdef")
+    other, other_snaps = seed_ami(name="demo-ec2-someone-else")
+    resources = Resources(tmp_path, "b-1", "ec2")
+    resources.track(
+        "aws-ami", amis.remove_images_named, region=SOURCE_REGION, name="demo-ec2-20261127T000000Z-abcdef"
+    )
+    assert clean_record(resources._record) == []
+    images, snaps = inventory()[SOURCE_REGION]
+    assert image_id not in images and not set(snapshots) & snaps
+    assert other in images and set(other_snaps) <= snaps  # a name match only, never a prefix
