@@ -45,9 +45,11 @@ class Emitter:
     def stage(self, name: str) -> Iterator[None]:
         self("stage_started", stage=name)
         start = time.monotonic()
+        ok = False
         try:
             yield
+            ok = True
         finally:
             seconds = round(time.monotonic() - start, 3)
             self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
-            self("stage_finished", stage=name, seconds=seconds)
+            self("stage_finished", stage=name, seconds=seconds, ok=ok)

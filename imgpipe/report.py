@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def stage_outcome(d: dict[str, object]) -> str:
+    verb = "done in" if d.get("ok", True) else "failed after"
+    return f"{d['stage']} {verb} {d['seconds']:.1f} s"
+
+
 class LineReporter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -28,7 +33,7 @@ class LineReporter:
         if event.kind == "stage_started" and d["stage"] != "cleanup":
             self._line(event.target, f"{d['stage']} ...")
         elif event.kind == "stage_finished" and d["stage"] != "cleanup":
-            self._line(event.target, f"{d['stage']} done in {d['seconds']:.1f} s")
+            self._line(event.target, stage_outcome(d))
         elif event.kind == "task":
             role = f"{d['role']} : " if d.get("role") else ""
             self._line(event.target, f"  task {role}{d['task']}")
@@ -77,7 +82,7 @@ class LiveReporter:
             if event.kind == "stage_started":
                 row.update(stage=d["stage"], detail="", since=time.monotonic())
             elif event.kind == "stage_finished" and d["stage"] != "cleanup":
-                self._print(event.target, "dim", f"{d['stage']} done in {d['seconds']:.1f} s")
+                self._print(event.target, "dim" if d.get("ok", True) else "red", stage_outcome(d))
             elif event.kind == "task":
                 row["detail"] = f"{d['role']} : {d['task']}" if d.get("role") else d["task"]
             elif event.kind == "message":

@@ -40,6 +40,8 @@ _HINTS = {
     "UnauthorizedOperation": "the AWS identity lacks a permission: see the IAM policy in the README",
     "AccessDenied": "the AWS identity lacks a permission: see the IAM policy in the README",
     "AuthFailure": "check the AWS credentials (profile, environment, instance role)",
+    "NoCredentialsError": "configure AWS credentials: a profile (aws.profile / AWS_PROFILE), "
+    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role",
     "Timeout": "raise the wait's timeout setting, or look at the resource's state in the EC2 console",
     "InvalidAMIID.NotFound": "check source_ami and the region; AMIs are regional",
     "InsufficientInstanceCapacity": "try another instance_type or subnet (availability zone)",

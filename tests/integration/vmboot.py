@@ -13,8 +13,10 @@ from imgpipe.builders.sshkeys import free_loopback_port
 
 
 class BootedImage:
-    def __init__(self, image: Path, workdir: Path, seed: Path | None = None) -> None:
-        self.ssh_port, self.http_port = free_loopback_port(), free_loopback_port()
+    def __init__(
+        self, image: Path, workdir: Path, seed: Path | None = None, ssh_port: int | None = None
+    ) -> None:
+        self.ssh_port, self.http_port = ssh_port or free_loopback_port(), free_loopback_port()
         self.console = workdir / f"console-{self.http_port}.log"
         fwd = f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{self.http_port}-:80"
         argv = [

@@ -12,7 +12,8 @@ def feed(reporter):
     reporter.emit(Event("local", "stage_started", {"stage": "provision"}))
     reporter.emit(Event("aws", "stage_started", {"stage": "boot_to_ssh"}))
     reporter.emit(Event("local", "task", {"role": "nginx", "task": "Install nginx"}))
-    reporter.emit(Event("local", "stage_finished", {"stage": "provision", "seconds": 12.3}))
+    reporter.emit(Event("local", "stage_finished", {"stage": "provision", "seconds": 12.3, "ok": True}))
+    reporter.emit(Event("aws", "stage_finished", {"stage": "boot_to_ssh", "seconds": 4.0, "ok": False}))
     reporter.emit(Event("aws", "error", {"message": "boom [red]not markup[/]"}))
     reporter.emit(Event("aws", "target_finished", {"ok": False}))
 
@@ -36,3 +37,4 @@ def test_line_reporter_prefixes_target():
     text = out.getvalue()
     assert "[local]   task nginx : Install nginx" in text
     assert "[local] provision done in 12.3 s" in text and "[aws] FAILED" in text
+    assert "[aws] boot_to_ssh failed after 4.0 s" in text
