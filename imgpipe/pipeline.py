@@ -94,6 +94,20 @@ def _extravars(ctx: TargetContext, variables: dict[str, ResolvedVar]) -> dict[st
     }
 
 
+def cloud_datasources(loaded: LoadedSpec, target: str) -> list[str]:
+    """cloud-init datasources the target's image needs for the clouds its publishers
+    put it in (each publisher class names them), in spec order, without repeats."""
+    from imgpipe.publish.base import publisher_class
+
+    needed = [
+        ds
+        for settings in loaded.publish.values()
+        if getattr(settings, "source", None) == target
+        for ds in getattr(publisher_class(settings.publisher), "cloud_init_datasources", ())  # type: ignore[attr-defined]
+    ]
+    return list(dict.fromkeys(needed))
+
+
 def _read_machine_id(ep: SSHEndpoint) -> str:
     from imgpipe.errors import run_command
 
@@ -172,6 +186,7 @@ class TargetBake:
                     {
                         "imgpipe_seal_skip": [s.value for s in seal.skip],
                         "imgpipe_build_authorized_key": endpoint.authorized_key,
+                        "imgpipe_seal_datasources": cloud_datasources(self.ctx.loaded, self.ctx.target),
                     },
                 )
         _checkpoint(self.ctx)

@@ -140,6 +140,7 @@ class AwsBuilder:
         self.source: dict[str, Any] = {}
         self.instance_id: str | None = None
         self.endpoint: SSHEndpoint | None = None
+        self._last_state_check = 0.0
 
     # seams for tests
     def make_session(self) -> AwsSession:
@@ -385,7 +386,7 @@ class AwsBuilder:
     def _instance_running(self) -> bool:
         """Checked while SSH does not answer yet; rate-limited by the SSH wait's own pace."""
         now = time.monotonic()
-        if now - getattr(self, "_last_state_check", 0.0) < 10:
+        if now - self._last_state_check < 10:
             return True
         self._last_state_check = now
         reservations = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"]

@@ -32,6 +32,7 @@ class AwsImportPublisherSettings(BaseModel):
 class AwsImportPublisher:
     Settings: ClassVar[type[BaseModel]] = AwsImportPublisherSettings
     publisher_type: ClassVar[str] = "imgpipe.aws-import"
+    cloud_init_datasources: ClassVar[tuple[str, ...]] = ("Ec2",)  # or instances get no SSH keys
 
     def __init__(self, name: str, settings: BaseModel, ctx: TargetContext) -> None:
         self.name, self.ctx = name, ctx

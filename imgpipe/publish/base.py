@@ -29,6 +29,7 @@ class Publication:
 class Publisher(Protocol):
     Settings: ClassVar[type[BaseModel]]
     publisher_type: ClassVar[str]
+    cloud_init_datasources: ClassVar[tuple[str, ...]]  # what the seal adds to the image's cloud-init
 
     def __init__(self, name: str, settings: BaseModel, ctx: TargetContext) -> None: ...
 

@@ -84,8 +84,8 @@ def test_local_and_ec2_targets_bake_in_parallel(imgpipe_env, vm_stand_in, outsid
         watcher.stop()
     assert out.returncode == 0, out.stdout + out.stderr + (vm_stand_in.vm.tail() if vm_stand_in.vm else "")
 
-    # readable: every progress line names its target; the two builds overlapped
-    lines = [ln for ln in out.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d \[", ln)]
+    # readable: every progress line (stderr) names its target; the two builds overlapped
+    lines = [ln for ln in out.stderr.splitlines() if re.match(r"\d\d:\d\d:\d\d \[", ln)]
     assert {re.match(r"\S+ \[(\w+)\]", ln).group(1) for ln in lines} == {"local", "ec2"}
     order = [ln.split(" ", 1)[1] for ln in lines]
     assert order.index("[ec2] provision ...") < order.index(
