@@ -246,11 +246,30 @@ def gc(
     build: Annotated[
         str | None, typer.Option("--build", help="Remove this build's resources, even if kept.")
     ] = None,
+    aws_region: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--aws-region",
+            help="Also sweep this EC2 region for build instances, security groups and key pairs "
+            "tagged imgpipe:build-id whose journal is gone (repeatable).",
+        ),
+    ] = None,
+    older_than_hours: Annotated[
+        float | None,
+        typer.Option("--older-than", help="With --aws-region: only builds started this many hours ago [6]."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --aws-region: list, remove nothing.")
+    ] = False,
 ) -> None:
     """Remove temporary resources left by killed builds (or kept by --on-error abort)."""
     from imgpipe.journal import collect
     from imgpipe.paths import state_dir
 
+    if aws_region:
+        _sweep_aws(aws_region, 6.0 if older_than_hours is None else older_than_hours, dry_run)
+        if dry_run:
+            return
     removed, failures = collect(state_dir() / "journal", build)
     for orphan in removed:
         rec = orphan.record
@@ -263,6 +282,31 @@ def gc(
         typer.echo("nothing to remove")
     if failures:
         raise typer.Exit(1)
+
+
+def _sweep_aws(regions: list[str], older_than_hours: float, dry_run: bool) -> None:
+    from imgpipe.aws.session import client_for
+    from imgpipe.aws.sweep import find_leftovers, remove_leftovers
+    from imgpipe.errors import ImgpipeError
+    from imgpipe.journal import journals
+    from imgpipe.paths import state_dir
+    from imgpipe.publish.rollback import step
+
+    running_here = {o.record.get("build_id") for o in journals(state_dir() / "journal") if o.alive}
+    for region in regions:
+        try:
+            with step("gc", region, build=True):
+                ec2 = client_for("ec2", region)
+                found = find_leftovers(ec2, older_than=older_than_hours * 3600, skip_builds=running_here)
+                for leftover in found:
+                    typer.echo(f"{'would remove' if dry_run else 'removing'} {leftover} in {region}")
+                if found and not dry_run:
+                    remove_leftovers(ec2, found)
+        except ImgpipeError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        if not found:
+            typer.echo(f"{region}: no leftover build resources older than {older_than_hours:g} h")
 
 
 def main() -> None:

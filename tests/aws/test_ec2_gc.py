@@ -98,3 +98,53 @@ def test_ami_journaled_by_name_is_removed_with_its_snapshots(moto, tmp_path):
     images, snaps = inventory()[SOURCE_REGION]
     assert image_id not in images and not set(snapshots) & snaps
     assert other in images and set(other_snaps) <= snaps  # a name match only, never a prefix
+
+
+def _leave_build_resources(build_id: str) -> None:
+    """What a build on another machine left: tagged, with no journal here."""
+    from imgpipe.aws import buildres
+
+    ec2 = plain("ec2")
+    tags = buildres.build_tags(build_id, "ec2", "demo")
+    name = tags["Name"]
+    ec2.create_key_pair(KeyName=name, TagSpecifications=buildres.tag_specs(tags, "key-pair"))
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = ec2.create_security_group(
+        GroupName=name,
+        Description="d",
+        VpcId=vpc,
+        TagSpecifications=buildres.tag_specs(tags, "security-group"),
+    )["GroupId"]
+    ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SecurityGroupIds=[group],
+        TagSpecifications=buildres.tag_specs(tags, "instance"),
+    )
+
+
+def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, isolated_state):
+    old, fresh = "20261101T000000Z-aaaaaa", time.strftime("%Y%m%dT%H%M%SZ-bbbbbb", time.gmtime())
+    _leave_build_resources(old)
+    _leave_build_resources(fresh)
+    kept_ami, _ = seed_ami(name="product")  # AMIs are products: never swept
+    plain("ec2").create_tags(Resources=[kept_ami], Tags=[{"Key": "imgpipe:build-id", "Value": old}])
+    env = {**os.environ, "IMGPIPE_CACHE_DIR": str(tmp_path / "cache")}
+
+    def gc(*args):
+        return subprocess.run(
+            [*IMGPIPE, "gc", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+
+    dry = gc("--aws-region", SOURCE_REGION, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("would remove") == 3 and old in dry.stdout and fresh not in dry.stdout
+    assert len(build_resources()["instances"]) == 2  # a dry run removes nothing
+
+    swept = gc("--aws-region", SOURCE_REGION)
+    assert swept.returncode == 0, swept.stderr
+    left = build_resources()
+    assert left["key_pairs"] == [f"imgpipe-{fresh}-ec2"] and left["groups"] == [f"imgpipe-{fresh}-ec2"]
+    assert len(left["instances"]) == 1
+    assert kept_ami in inventory()[SOURCE_REGION][0]
