@@ -112,8 +112,10 @@ class Ec2Bake:
         try:
             return bake(loaded, BakeOptions(self.tmp / "out", ("ec2",), {}), NullSink(), self.cancel)
         finally:
-            self.watcher.stop()
-            self.stand_in.close()
+            try:
+                self.watcher.stop()
+            finally:
+                self.stand_in.close()
 
     def leftovers(self, state: Path) -> dict[str, object]:
         """Everything a build could leave, beyond the seeded source AMI."""
