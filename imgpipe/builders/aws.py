@@ -74,6 +74,12 @@ class AwsBuilderSettings(BaseModel):
         None, ge=1, le=16384, description="Root volume size; default: the AMI's."
     )
     volume_type: str = Field("gp3", description="Root volume type.")
+    iam_instance_profile: str | None = Field(
+        None, description="Instance profile (name) for roles that need AWS access while provisioning."
+    )
+    imdsv2_required: bool = Field(
+        True, description="Require IMDSv2 session tokens on the build instance's metadata service."
+    )
     ssh_interface: SshInterface = Field(
         SshInterface.PUBLIC_IP, description="Which instance address SSH uses."
     )
@@ -337,7 +343,13 @@ class AwsBuilder:
             "InstanceInitiatedShutdownBehavior": "terminate",  # a guest poweroff leaves nothing running
             "TagSpecifications": buildres.tag_specs(self.tags, "instance", "volume"),
             "ClientToken": self.name[:64],  # a retried RunInstances starts no second instance
+            "MetadataOptions": {
+                "HttpEndpoint": "enabled",
+                "HttpTokens": "required" if s.imdsv2_required else "optional",
+            },
         }
+        if s.iam_instance_profile:
+            args["IamInstanceProfile"] = {"Name": s.iam_instance_profile}
         if s.associate_public_ip is None:
             args["SecurityGroupIds"] = [group_id]
             if subnet_id:

@@ -15,8 +15,9 @@ import pytest
 
 from imgpipe.builders.aws import AwsBuilder
 from imgpipe.errors import BuildError, Interrupted, PublishError, SpecError
-from imgpipe.events import NullSink
-from imgpipe.pipeline import BakeOptions, bake
+from imgpipe.events import Event
+from imgpipe.journal import collect
+from imgpipe.pipeline import BakeOptions, OnError, bake
 from imgpipe.spec import load_spec
 from tests.aws.conftest import SOURCE_REGION, inject, inventory, plain, seed_ami, tags, throttle
 from tests.aws.standin import InstanceWatcher, SshdStandIn
@@ -91,6 +92,7 @@ class Ec2Bake:
         self.session_hooks: list = []
         self.sessions: list = []
         self.cancel = threading.Event()
+        self.events: list[Event] = []
         real = AwsBuilder.make_session
 
         def hooked_session(builder: AwsBuilder):
@@ -103,19 +105,23 @@ class Ec2Bake:
         monkeypatch.setattr(AwsBuilder, "make_session", hooked_session)
         monkeypatch.setenv("IMGPIPE_CACHE_DIR", str(tmp_path / "cache"))
 
-    def run(self, source: str | None = None, **spec: Any):
+    def run(self, source: str | None = None, on_error: OnError = OnError.cleanup, **spec: Any):
         """Bake the `ec2` target; `spec` overrides spec_text's keywords."""
         source = source or f"source_ami: {self.source_ami}"
         text = spec_text(self.roles, self.marker, self.stand_in.port, source=source, **spec)
         loaded = load_spec(write(self.tmp / "spec.yml", text))
         self.watcher.start()
         try:
-            return bake(loaded, BakeOptions(self.tmp / "out", ("ec2",), {}), NullSink(), self.cancel)
+            options = BakeOptions(self.tmp / "out", ("ec2",), {}, on_error)
+            return bake(loaded, options, self, self.cancel)
         finally:
             try:
                 self.watcher.stop()
             finally:
                 self.stand_in.close()
+
+    def emit(self, event: Event) -> None:  # the bake's event sink
+        self.events.append(event)
 
     def leftovers(self, state: Path) -> dict[str, object]:
         """Everything a build could leave, beyond the seeded source AMI."""
@@ -180,6 +186,8 @@ def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolate
     assert ec2_bake.marker.read_text() == "provisioned-in-ec2\n"
     (launch,) = runs
     assert launch["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert launch["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 by default
+    assert "IamInstanceProfile" not in launch
     assert launch["ImageId"] == ec2_bake.source_ami and launch["KeyName"].startswith("imgpipe-")
     assert "ed25519_private" in launch["UserData"]  # the host key imgpipe pinned before launch
     assert {t["Key"] for t in launch["TagSpecifications"][0]["Tags"]} >= {"imgpipe:build-id", "Name"}
@@ -279,6 +287,23 @@ def test_failed_provisioning_leaves_nothing(ec2_bake, isolated_state):
     write(ec2_bake.roles / "marker" / "tasks" / "main.yml", "- ansible.builtin.fail: {msg: role refuses}\n")
     result = ec2_bake.run()
     assert "role refuses" in str(result.errors["ec2"])
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+def test_abort_keeps_the_instance_reachable_until_gc_build(ec2_bake, isolated_state):
+    write(ec2_bake.roles / "marker" / "tasks" / "main.yml", "- ansible.builtin.fail: {msg: role refuses}\n")
+    result = ec2_bake.run(on_error=OnError.abort)
+    assert "role refuses" in str(result.errors["ec2"])
+    (kept,) = [e for e in ec2_bake.events if e.kind == "kept"]
+    left = ec2_bake.leftovers(isolated_state)
+    (instance,) = left["instances"]
+    assert instance in kept.data["hint"] and f"imgpipe gc --build {result.build_id}" in kept.data["hint"]
+    assert f"-p {ec2_bake.stand_in.port}" in kept.data["hint"]  # the SSH command that reaches it
+    assert len(left["key_pairs"]) == 1 and len(left["groups"]) == 1 and len(left["journal"]) == 1
+    assert left["images"] == {}  # nothing was published, so nothing to keep there
+
+    removed, failures = collect(isolated_state / "journal", build_id=result.build_id)
+    assert failures == [] and len(removed) == 1
     assert ec2_bake.leftovers(isolated_state) == NOTHING
 
 
