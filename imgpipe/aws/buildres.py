@@ -16,6 +16,9 @@ from imgpipe.aws.images import tag_list
 
 BUILD_TAG = "imgpipe:build-id"
 TARGET_TAG = "imgpipe:target"
+# On a builder's AMIs and snapshots: `building` until the whole target succeeded, then
+# `published`. A `building` image whose build is long over is a leftover (gc --aws-region).
+STATE_TAG = "imgpipe:state"
 GONE_STATES = {"terminated"}
 
 

@@ -1,7 +1,7 @@
 """Find an EC2 region's leftover build resources by their tags, for when the journal that
-names them is gone (another machine, a wiped CI runner). Only temporary kinds are swept:
-instances, security groups and key pairs tagged `imgpipe:build-id`; AMIs carry the tag
-too, but they are products, retired by policy, never by gc.
+names them is gone (another machine, a wiped CI runner): instances, security groups and
+key pairs tagged `imgpipe:build-id`, and AMIs still tagged `imgpipe:state: building`.
+Published AMIs are products, retired by policy, never by gc.
 
 A build's age comes from its id (it starts with the UTC start time), so a security
 group, which has no creation time of its own, is judged like the rest of its build."""
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgpipe.aws import buildres
+from imgpipe.aws import images as amis
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ def find_leftovers(
         build_id = _build_id(pair.get("Tags"))
         if stale(build_id):
             found.append(Leftover("key-pair", pair["KeyName"], str(build_id)))
+    building = [{"Name": f"tag:{buildres.STATE_TAG}", "Values": ["building"]}]
+    for image in ec2.describe_images(Owners=["self"], Filters=building)["Images"]:
+        build_id = _build_id(image.get("Tags"))
+        if stale(build_id):
+            found.append(Leftover("image", image["ImageId"], str(build_id)))
     return found
 
 
@@ -82,3 +88,5 @@ def remove_leftovers(ec2: Any, leftovers: list[Leftover], *, poll_interval: floa
             buildres.delete_security_group(ec2, leftover.resource_id)
         elif leftover.kind == "key-pair":
             buildres.delete_key_pair(ec2, leftover.resource_id)
+        elif leftover.kind == "image":
+            amis.delete_image(ec2, leftover.resource_id)

@@ -435,7 +435,7 @@ class AwsBuilder:
         """CreateImage, wait, then tag, copy, share and point SSM at it. Every change goes
         on the target's undo stack: the pipeline commits it only once the target succeeded."""
         name = self.image_name()
-        image_tags = {**self.tags, **self.settings.publish.tags}
+        image_tags = {**self.tags, **self.settings.publish.tags, buildres.STATE_TAG: "building"}
         image_tags.pop("Name", None)  # the AMI's Name tag would say "imgpipe-<build>", not its name
         ec2, region, undo = self.ec2, self.region, self.ctx.undo
         with self._step("create_image"):
@@ -464,6 +464,7 @@ class AwsBuilder:
         result = AmiPublisher(
             self.session, publish, emit=self.ctx.emit, resources=self.ctx.resources, sleep=self._sleep
         ).publish(image_id, region, undo)
+        undo.on_commit(lambda: self._mark_published(result.images))
         return Artifact(
             partial=None,
             name=name,
@@ -475,6 +476,15 @@ class AwsBuilder:
                 "ssm_parameter": result.ssm_parameter,
             },
         )
+
+    def _mark_published(self, images: Any) -> None:
+        assert self.session is not None
+        for image in images:
+            with step("tag", image.region, build=True):
+                self.session.client("ec2", image.region).create_tags(
+                    Resources=[image.image_id, *image.snapshot_ids],
+                    Tags=amis.tag_list({buildres.STATE_TAG: "published"}),
+                )
 
     def debug_hint(self) -> str:
         ep = self.endpoint

@@ -56,7 +56,13 @@ class Rollback:
 
     def __init__(self, resources: Resources | None = None) -> None:
         self._undo: list[tuple[str, Callable[[], None], int | None]] = []
+        self._on_commit: list[Callable[[], None]] = []
         self.resources = resources
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` when the work is committed, before anything is handed over: if it
+        raises, nothing is committed and the caller's failure path undoes everything."""
+        self._on_commit.append(action)
 
     def push(
         self,
@@ -74,6 +80,8 @@ class Rollback:
 
     def commit(self) -> None:
         """The publish succeeded: forget the undos and hand the resources over to the user."""
+        while self._on_commit:
+            self._on_commit.pop(0)()
         for _, _, journal_id in self._undo:
             if journal_id is not None and self.resources is not None:
                 self.resources.release(journal_id)
@@ -83,6 +91,7 @@ class Rollback:
         """Undo everything, newest first, going on past failures (a second Ctrl-C included).
         Returns what could not be undone; those stay in the journal for `imgpipe gc`."""
         failures = []
+        self._on_commit.clear()
         while self._undo:
             what, undo, journal_id = self._undo.pop()
             try:

@@ -209,6 +209,7 @@ def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolate
         for resource in [image_id, *records[region]["snapshot_ids"]]:
             found = tags(ec2, resource)
             assert found["team"] == "web" and found["imgpipe:build-id"] == result.build_id, resource
+            assert found["imgpipe:state"] == "published", resource
         perms = ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
         assert perms["LaunchPermissions"] == [{"UserId": ACCOUNT}]
         ssm = plain("ssm", region).get_parameter(Name="/images/demo/latest")["Parameter"]
@@ -281,6 +282,15 @@ def test_failure_at_each_aws_stage_leaves_nothing(ec2_bake, isolated_state, oper
     assert ec2_bake.leftovers(isolated_state) == NOTHING
     manifest = json.loads((result.output_dir / "manifest.json").read_text())
     assert manifest["builds"] == [] and manifest["imgpipe"]["targets"]["ec2"]["ok"] is False
+
+
+def test_failure_marking_the_amis_published_leaves_nothing(ec2_bake, isolated_state):
+    """The last AWS call of a good build: if even that fails, no image stays behind."""
+    # eu-west-1 sees CreateTags twice: tagging the copy, then marking it published
+    ec2_bake.session_hooks.append(lambda s: inject(s, "ec2", "CreateTags", region="eu-west-1", nth=2))
+    result = ec2_bake.run()
+    assert "step 'tag' failed in eu-west-1" in str(result.errors["ec2"])
+    assert ec2_bake.leftovers(isolated_state) == NOTHING
 
 
 def test_failed_provisioning_leaves_nothing(ec2_bake, isolated_state):

@@ -128,8 +128,13 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
     old, fresh = "20261101T000000Z-aaaaaa", time.strftime("%Y%m%dT%H%M%SZ-bbbbbb", time.gmtime())
     _leave_build_resources(old)
     _leave_build_resources(fresh)
-    kept_ami, _ = seed_ami(name="product")  # AMIs are products: never swept
-    plain("ec2").create_tags(Resources=[kept_ami], Tags=[{"Key": "imgpipe:build-id", "Value": old}])
+    kept_ami, _ = seed_ami(name="product")  # published AMIs are products: never swept
+    half_done, half_snaps = seed_ami(name="half-done")  # a build died before publishing it
+    for image, state in ((kept_ami, "published"), (half_done, "building")):
+        plain("ec2").create_tags(
+            Resources=[image],
+            Tags=[{"Key": "imgpipe:build-id", "Value": old}, {"Key": "imgpipe:state", "Value": state}],
+        )
     env = {**os.environ, "IMGPIPE_CACHE_DIR": str(tmp_path / "cache")}
 
     def gc(*args):
@@ -139,7 +144,8 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
 
     dry = gc("--aws-region", SOURCE_REGION, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("would remove") == 3 and old in dry.stdout and fresh not in dry.stdout
+    assert dry.stdout.count("would remove") == 4 and old in dry.stdout and fresh not in dry.stdout
+    assert f"image {half_done}" in dry.stdout and kept_ami not in dry.stdout
     assert len(build_resources()["instances"]) == 2  # a dry run removes nothing
 
     swept = gc("--aws-region", SOURCE_REGION)
@@ -147,4 +153,5 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
     left = build_resources()
     assert left["key_pairs"] == [f"imgpipe-{fresh}-ec2"] and left["groups"] == [f"imgpipe-{fresh}-ec2"]
     assert len(left["instances"]) == 1
-    assert kept_ami in inventory()[SOURCE_REGION][0]
+    images, snapshots = inventory()[SOURCE_REGION]
+    assert kept_ami in images and half_done not in images and not set(half_snaps) & snapshots
