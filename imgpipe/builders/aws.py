@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from imgpipe.aws import buildres
 from imgpipe.aws import images as amis
+from imgpipe.aws.errors import error_code
 from imgpipe.aws.session import AwsSession, AwsSettings
 from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
 from imgpipe.builders.sshkeys import build_vm_user_data, generate_ed25519, wait_for_ssh, write_known_hosts
@@ -224,11 +225,20 @@ class AwsBuilder:
         host = generate_ed25519(wd / "host_key", f"imgpipe-host-{self.ctx.build_id}")
         with self._step("key pair"):
             self._journal("aws-key-pair", buildres.remove_key_pair, key_name=self.name)
-            self.ec2.import_key_pair(
-                KeyName=self.name,
-                PublicKeyMaterial=client.public.encode(),
-                TagSpecifications=buildres.tag_specs(self.tags, "key-pair"),
-            )
+            args = {
+                "KeyName": self.name,
+                "PublicKeyMaterial": client.public.encode(),
+                "TagSpecifications": buildres.tag_specs(self.tags, "key-pair"),
+            }
+            try:
+                self.ec2.import_key_pair(**args)
+            except Exception as exc:
+                if error_code(exc) != "InvalidKeyPair.Duplicate":
+                    raise
+                # The name is this build's own: a retried call whose first try got through.
+                # Import again over it, so the key is surely this build's public key.
+                self.ec2.delete_key_pair(KeyName=self.name)
+                self.ec2.import_key_pair(**args)
         with self._step("security group"):
             subnet_id, vpc_id = self._network()
             group_id = self._security_group(vpc_id)
@@ -305,25 +315,34 @@ class AwsBuilder:
         self._journal(
             "aws-security-group", buildres.remove_security_group, vpc_id=vpc_id, group_name=self.name
         )
-        group_id = self.ec2.create_security_group(
-            GroupName=self.name,
-            Description=f"imgpipe build {self.ctx.build_id}: SSH to the build instance",
-            VpcId=vpc_id,
-            TagSpecifications=buildres.tag_specs(self.tags, "security-group"),
-        )["GroupId"]
+        try:
+            group_id = self.ec2.create_security_group(
+                GroupName=self.name,
+                Description=f"imgpipe build {self.ctx.build_id}: SSH to the build instance",
+                VpcId=vpc_id,
+                TagSpecifications=buildres.tag_specs(self.tags, "security-group"),
+            )["GroupId"]
+        except Exception as exc:  # a retried call whose first try got through: the group is ours
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                raise
+            group_id = buildres.groups_named(self.ec2, vpc_id, self.name)[0]
         port = self.settings.ssh_port
-        self.ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": port,
-                    "ToPort": port,
-                    "IpRanges": [{"CidrIp": c} for c in cidrs if ":" not in c],
-                    "Ipv6Ranges": [{"CidrIpv6": c} for c in cidrs if ":" in c],
-                }
-            ],
-        )
+        try:
+            self.ec2.authorize_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": port,
+                        "ToPort": port,
+                        "IpRanges": [{"CidrIp": c} for c in cidrs if ":" not in c],
+                        "Ipv6Ranges": [{"CidrIpv6": c} for c in cidrs if ":" in c],
+                    }
+                ],
+            )
+        except Exception as exc:
+            if error_code(exc) != "InvalidPermission.Duplicate":
+                raise
         self.ctx.emit.message(f"security group {group_id}: SSH from {', '.join(cidrs)}")
         return group_id  # type: ignore[no-any-return]
 
@@ -452,12 +471,22 @@ class AwsBuilder:
                 TagSpecifications=buildres.tag_specs(image_tags, "image"),
             )["ImageId"]
         self.ctx.emit.message(f"creating AMI {image_id} ({name}); waiting until available")
+        started, last = time.monotonic(), [""]
+
+        def progress(where: str, state: str) -> None:  # CreateImage takes minutes: say so
+            if state != last[0]:
+                last[0] = state
+                self.ctx.emit.message(
+                    f"AMI {image_id} in {where}: {state} ({time.monotonic() - started:.0f} s)"
+                )
+
         with self._step("wait"):
             amis.wait_for_images(
                 {region: (ec2, image_id)},
                 timeout=self.settings.image_timeout_s,
                 poll_interval=self.settings.poll_interval,
                 sleep=self._sleep,
+                on_poll=progress,
             )
         assert self.session is not None
         publish = self.settings.publish.model_copy(update={"tags": image_tags})

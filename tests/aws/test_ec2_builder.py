@@ -194,6 +194,9 @@ def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolate
     (rule,) = ingress[0]["IpPermissions"]
     assert rule["IpRanges"] == [{"CidrIp": "127.0.0.1/32"}] and rule["FromPort"] == ec2_bake.stand_in.port
 
+    messages = [e.data["text"] for e in ec2_bake.events if e.kind == "message"]
+    assert any(m.startswith("AMI ami-") and ": available (" in m for m in messages), messages  # progress
+
     manifest = json.loads((result.output_dir / "manifest.json").read_text())
     (build,) = manifest["builds"]
     assert build["builder_type"] == "imgpipe.aws" and build["files"] == []
@@ -291,6 +294,39 @@ def test_failure_marking_the_amis_published_leaves_nothing(ec2_bake, isolated_st
     result = ec2_bake.run()
     assert "step 'tag' failed in eu-west-1" in str(result.errors["ec2"])
     assert ec2_bake.leftovers(isolated_state) == NOTHING
+
+
+def lose_first_answer(session, operation: str) -> list[int]:
+    """The request reaches moto, its answer is lost (a 503 instead): botocore retries
+    a call that already took effect, as on a flaky network."""
+    from botocore.httpsession import URLLib3Session
+
+    from tests.aws.conftest import error_response
+
+    sent = [0]
+
+    def handler(request, **_):
+        sent[0] += 1
+        if sent[0] == 1:
+            URLLib3Session().send(request)
+            return error_response(request, 503, "ServiceUnavailable", "answer lost")
+        return None
+
+    session.events.register(f"before-send.ec2.{operation}", handler)
+    return sent
+
+
+@pytest.mark.parametrize(
+    "operation", ["ImportKeyPair", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress"]
+)
+def test_a_retried_create_that_already_took_effect_is_not_a_failure(ec2_bake, isolated_state, operation):
+    counters = []
+    ec2_bake.session_hooks.append(lambda s: counters.append(lose_first_answer(s, operation)))
+    result = ec2_bake.run()
+    assert result.ok, result.errors
+    assert counters[0][0] >= 2  # the call was really sent twice
+    left = ec2_bake.leftovers(isolated_state)
+    assert (left["instances"], left["key_pairs"], left["groups"], left["journal"]) == ([], [], [], [])
 
 
 def test_failed_provisioning_leaves_nothing(ec2_bake, isolated_state):
