@@ -89,6 +89,10 @@ def terminate_build_instances(
     """Terminate the build's instances and wait until they are gone (their security
     group cannot be deleted before)."""
     ids = [i["InstanceId"] for i in build_instances(ec2, build_id, target)]
+    terminate_instances(ec2, ids, timeout=timeout, poll_interval=poll_interval)
+
+
+def terminate_instances(ec2: Any, ids: list[str], *, timeout: float = 900, poll_interval: float = 5) -> None:
     if not ids:
         return
     ec2.terminate_instances(InstanceIds=ids)

@@ -77,12 +77,7 @@ def find_leftovers(
 def remove_leftovers(ec2: Any, leftovers: list[Leftover], *, poll_interval: float = 5) -> None:
     """Instances first (their groups cannot go before they are terminated), then groups, then keys."""
     instances = [x.resource_id for x in leftovers if x.kind == "instance"]
-    if instances:
-        ec2.terminate_instances(InstanceIds=instances)
-        for instance_id in instances:
-            buildres.wait_for_instance(
-                ec2, instance_id, "terminated", timeout=900, poll_interval=poll_interval
-            )
+    buildres.terminate_instances(ec2, instances, poll_interval=poll_interval)
     for leftover in leftovers:
         if leftover.kind == "security-group":
             buildres.delete_security_group(ec2, leftover.resource_id)

@@ -258,27 +258,13 @@ class AmiPublisher(AwsJob):
                     f"launch permissions of {image.image_id} in {region}",
                     lambda ec2=ec2, image=image: self._unshare(ec2, image, perms, accounts),
                 )
-                ec2.modify_image_attribute(ImageId=image.image_id, LaunchPermission={"Add": perms})
-                for snapshot in image.snapshot_ids if accounts else ():
-                    ec2.modify_snapshot_attribute(
-                        SnapshotId=snapshot,
-                        Attribute="createVolumePermission",
-                        OperationType="add",
-                        UserIds=accounts,
-                    )
+                _change_permissions(ec2, image, perms, accounts, "add")
             self._say(f"shared {image.image_id} in {region} with {', '.join(principals)}")
 
     @staticmethod
     def _unshare(ec2: Any, image: RegionImage, perms: list[dict[str, str]], accounts: list[str]) -> None:
         try:
-            ec2.modify_image_attribute(ImageId=image.image_id, LaunchPermission={"Remove": perms})
-            for snapshot in image.snapshot_ids if accounts else ():
-                ec2.modify_snapshot_attribute(
-                    SnapshotId=snapshot,
-                    Attribute="createVolumePermission",
-                    OperationType="remove",
-                    UserIds=accounts,
-                )
+            _change_permissions(ec2, image, perms, accounts, "remove")
         except Exception as exc:
             if not is_not_found(exc):
                 raise
@@ -305,6 +291,17 @@ class AmiPublisher(AwsJob):
                 used.add(_put_image_id(ssm, name, image.image_id))
             self._say(f"{name} = {image.image_id} in {region}")
         return "text" if "text" in used else "aws:ec2:image"
+
+
+def _change_permissions(
+    ec2: Any, image: RegionImage, perms: list[dict[str, str]], accounts: list[str], operation: str
+) -> None:
+    """Launch permission on the AMI; for accounts, createVolumePermission on its snapshots."""
+    ec2.modify_image_attribute(ImageId=image.image_id, LaunchPermission={operation.capitalize(): perms})
+    for snapshot in image.snapshot_ids if accounts else ():
+        ec2.modify_snapshot_attribute(
+            SnapshotId=snapshot, Attribute="createVolumePermission", OperationType=operation, UserIds=accounts
+        )
 
 
 def _put_image_id(ssm: Any, name: str, image_id: str) -> str:

@@ -5,12 +5,12 @@ found through the `imgpipe.publishers` entry point group, like builders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
+
+from imgpipe.plugins import plugin_class, plugin_names
 
 if TYPE_CHECKING:
     from imgpipe.builders.base import TargetContext
@@ -38,14 +38,12 @@ class Publisher(Protocol):
         ...
 
 
-@cache
-def _entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group="imgpipe.publishers")}
+GROUP = "imgpipe.publishers"
 
 
 def publisher_names() -> list[str]:
-    return sorted(_entry_points())
+    return plugin_names(GROUP)
 
 
 def publisher_class(name: str) -> type[Publisher]:
-    return _entry_points()[name].load()  # type: ignore[no-any-return]
+    return plugin_class(GROUP, name)

@@ -92,6 +92,26 @@ def snapshots_of(ec2: Any, image_id: str) -> list[str]:
     return [b["Ebs"]["SnapshotId"] for b in image["BlockDeviceMappings"] if "Ebs" in b]
 
 
+def build_resources() -> dict[str, list[str]]:
+    """What builds leave in moto's default region: every instance not terminated (seed_ami
+    terminates its own), every key pair, every security group named imgpipe-*."""
+    ec2 = plain("ec2")
+    return {
+        "instances": [
+            i["InstanceId"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ],
+        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+        "groups": [
+            g["GroupName"]
+            for g in ec2.describe_security_groups()["SecurityGroups"]
+            if g["GroupName"].startswith("imgpipe-")
+        ],
+    }
+
+
 def inventory() -> dict[str, tuple[set[str], set[str]]]:
     """Every (image ids, snapshot ids) moto holds per region."""
     out = {}

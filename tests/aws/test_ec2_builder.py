@@ -19,7 +19,16 @@ from imgpipe.events import Event
 from imgpipe.journal import collect
 from imgpipe.pipeline import BakeOptions, OnError, bake
 from imgpipe.spec import load_spec
-from tests.aws.conftest import SOURCE_REGION, inject, inventory, plain, seed_ami, tags, throttle
+from tests.aws.conftest import (
+    SOURCE_REGION,
+    build_resources,
+    inject,
+    inventory,
+    plain,
+    seed_ami,
+    tags,
+    throttle,
+)
 from tests.aws.standin import InstanceWatcher, SshdStandIn
 from tests.conftest import write
 
@@ -125,25 +134,12 @@ class Ec2Bake:
 
     def leftovers(self, state: Path) -> dict[str, object]:
         """Everything a build could leave, beyond the seeded source AMI."""
-        ec2 = plain("ec2")
-        live = [
-            i["InstanceId"]
-            for r in ec2.describe_instances()["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated" and i.get("ImageId") == self.source_ami
-        ]
         images, snaps = {}, {}
         for region, (region_images, region_snaps) in inventory().items():
             images[region] = sorted(region_images - {self.source_ami})
             snaps[region] = sorted(region_snaps - set(self.source_snaps))
         return {
-            "instances": live,
-            "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
-            "groups": [
-                g["GroupName"]
-                for g in ec2.describe_security_groups()["SecurityGroups"]
-                if g["GroupName"].startswith("imgpipe-")
-            ],
+            **build_resources(),
             "images": {r: v for r, v in images.items() if v},
             "snapshots": {r: v for r, v in snaps.items() if v},
             "ssm": [p["Name"] for p in plain("ssm").describe_parameters()["Parameters"]],

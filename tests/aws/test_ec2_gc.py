@@ -12,28 +12,8 @@ import time
 from imgpipe.aws import images as amis
 from imgpipe.builders.sshkeys import free_loopback_port
 from imgpipe.journal import Resources, clean_record
-from tests.aws.conftest import SOURCE_REGION, inventory, plain, seed_ami
+from tests.aws.conftest import SOURCE_REGION, build_resources, inventory, plain, seed_ami
 from tests.conftest import IMGPIPE, REPO, write
-
-
-def build_resources() -> dict[str, list[str]]:
-    ec2 = plain("ec2")
-    return {
-        "instances": [
-            i["InstanceId"]
-            for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["imgpipe:build-id"]}])[
-                "Reservations"
-            ]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated"
-        ],
-        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
-        "groups": [
-            g["GroupName"]
-            for g in ec2.describe_security_groups()["SecurityGroups"]
-            if g["GroupName"].startswith("imgpipe-")
-        ],
-    }
 
 
 def test_gc_after_kill_9_removes_instance_group_and_key(moto, tmp_path, isolated_state):
