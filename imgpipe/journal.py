@@ -88,6 +88,19 @@ class Resources:
             self._record["resources"] = [r for r in self._record["resources"] if r["id"] != resource_id]
             _write_atomic(self.path, self._record)
 
+    def close_kind(self, kind: str) -> None:
+        """Remove every resource of one kind now (e.g. a tunnel no longer needed), newest
+        first; raises if one can't be removed, leaving it journaled."""
+        with self._lock:
+            chosen = [r for r in self._record["resources"] if r["kind"] == kind]
+        failures = clean_record({"resources": chosen})
+        with self._lock:
+            gone = {r["id"] for r in chosen} - {f.resource["id"] for f in failures}
+            self._record["resources"] = [r for r in self._record["resources"] if r["id"] not in gone]
+            _write_atomic(self.path, self._record)
+        if failures:
+            raise RuntimeError("; ".join(str(f) for f in failures))
+
     def keep(self) -> None:
         """Leave everything in place for debugging; `imgpipe gc --build` removes it later."""
         with self._lock:
@@ -144,20 +157,12 @@ def journals(journal_dir: Path) -> list[Orphan]:
 
 
 def collect(journal_dir: Path, build_id: str | None = None) -> tuple[list[Orphan], list[CleanupFailure]]:
-    """Remove resources of dead builds (or of one named build, kept or not)."""
-    removed, failures = [], []
-    for orphan in journals(journal_dir):
-        rec = orphan.record
-        if build_id is not None and rec.get("build_id") != build_id:
-            continue
-        if orphan.alive or (build_id is None and rec.get("kept")):
-            continue
-        errs = clean_record(rec)
-        failures += errs
-        if not errs:
-            orphan.path.unlink(missing_ok=True)
-            removed.append(orphan)
-    return removed, failures
+    """Remove resources of dead builds (or of one named build, kept or not): `imgpipe gc`'s
+    plan, applied."""
+    from imgpipe.gc import apply_journal, plan_journal
+
+    removed, failures = apply_journal(plan_journal(journal_dir, build_id))
+    return [action.orphan for action in removed], failures
 
 
 def remove_path(path: str) -> None:

@@ -73,3 +73,52 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert "removed 1 resource(s) of build killed-build target local" in out.stdout
     assert not victim.exists()
     assert list((isolated_state / "journal").glob("*.json")) == []
+
+
+def _journal_dead_build(state, build_id: str, victim) -> None:
+    """A journal entry whose owner process is gone, as a kill -9 leaves it."""
+    res = Resources(state / "journal", build_id, "local")
+    res.track("path", remove_path, path=str(victim))
+    rec = json.loads(res.path.read_text())
+    rec["pid"] = 999999999
+    res.path.write_text(json.dumps(rec))
+
+
+def test_gc_dry_run_lists_and_changes_nothing(tmp_path, isolated_state):
+    old, kept_victim = tmp_path / "old-overlay", tmp_path / "kept-overlay"
+    old.write_text("disk")
+    kept_victim.write_text("disk")
+    _journal_dead_build(isolated_state, "20200101T000000Z-aaaaaa", old)
+    kept = Resources(isolated_state / "journal", "20200101T000000Z-bbbbbb", "local")
+    kept.track("path", remove_path, path=str(kept_victim))
+    kept.keep()
+    rec = json.loads(kept.path.read_text())
+    kept.path.write_text(json.dumps({**rec, "pid": 999999999}))
+    before = sorted(p.name for p in (isolated_state / "journal").iterdir())
+    env = {**os.environ, "IMGPIPE_STATE_DIR": str(isolated_state)}
+    for args in (["gc", "--dry-run"], ["gc", "--build", "20200101T000000Z-bbbbbb", "--dry-run"]):
+        out = subprocess.run([*IMGPIPE, *args], env=env, cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert old.exists() and kept_victim.exists(), args
+        assert sorted(p.name for p in (isolated_state / "journal").iterdir()) == before
+    assert "would remove build 20200101T000000Z-bbbbbb target local" in out.stdout
+    assert f"path path={kept_victim}" in out.stdout
+    plain = subprocess.run([*IMGPIPE, "gc", "--dry-run"], env=env, cwd=REPO, capture_output=True, text=True)
+    assert "would remove build 20200101T000000Z-aaaaaa target local" in plain.stdout
+    assert "keeping build 20200101T000000Z-bbbbbb target local: kept by --on-error abort" in plain.stdout
+
+
+def test_gc_older_than_applies_to_the_journal(tmp_path, isolated_state):
+    young, old = tmp_path / "young", tmp_path / "old"
+    young.write_text("disk")
+    old.write_text("disk")
+    now_id = __import__("imgpipe.pipeline", fromlist=["new_build_id"]).new_build_id()
+    _journal_dead_build(isolated_state, now_id, young)
+    _journal_dead_build(isolated_state, "20200101T000000Z-cccccc", old)
+    env = {**os.environ, "IMGPIPE_STATE_DIR": str(isolated_state)}
+    out = subprocess.run(
+        [*IMGPIPE, "gc", "--older-than", "1"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert not old.exists() and young.exists()
+    assert f"keeping build {now_id} target local: younger than 1 h" in out.stdout
