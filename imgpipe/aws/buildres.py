@@ -32,6 +32,21 @@ def build_tags(build_id: str, target: str, spec: str) -> dict[str, str]:
     }
 
 
+def image_tags(build_id: str, target: str, spec: str, user_tags: Mapping[str, str]) -> dict[str, str]:
+    """Tags on what a build makes to publish (uploads, import tasks, snapshots, AMIs): the
+    user's, then the build's, which win (gc and the undo find things by them), and
+    `imgpipe:state: building` until the target succeeded (`mark_published`).
+    Not the build's Name tag: an AMI's would say imgpipe-<build>, not its name."""
+    own = build_tags(build_id, target, spec)
+    del own["Name"]
+    return {**user_tags, **own, STATE_TAG: "building"}
+
+
+def mark_published(ec2: Any, resources: list[str]) -> None:
+    """The target succeeded: its AMIs and snapshots are products now, never swept by gc."""
+    ec2.create_tags(Resources=resources, Tags=tag_list({STATE_TAG: "published"}))
+
+
 def tag_specs(tags: Mapping[str, str], *resource_types: str) -> list[dict[str, Any]]:
     return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind in resource_types]
 

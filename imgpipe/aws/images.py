@@ -131,12 +131,25 @@ def remove_snapshot(region: str, snapshot_id: str, profile: str | None = None) -
     delete_snapshots(client_for("ec2", region, profile), [snapshot_id])
 
 
-def remove_images_named(region: str, name: str, profile: str | None = None) -> None:
-    """Journal cleaner for an AMI being created: recorded by name before CreateImage
-    answers, so a kill -9 in between still leaves something `imgpipe gc` can find."""
+def images_named(ec2: Any, name: str, build_id: str | None) -> list[dict[str, Any]]:
+    """This build's images called `name`: the name alone is not enough, since an `ami_name`
+    without {build_id} names every build's image alike and the one found may be published.
+    Without `build_id` (journals from before it was recorded), only images still `building`."""
+    from imgpipe.aws.buildres import BUILD_TAG, STATE_TAG  # buildres imports this module
+
+    tag, value = (BUILD_TAG, build_id) if build_id else (STATE_TAG, "building")
+    filters = [{"Name": "name", "Values": [name]}, {"Name": f"tag:{tag}", "Values": [value]}]
+    return ec2.describe_images(Owners=["self"], Filters=filters)["Images"]  # type: ignore[no-any-return]
+
+
+def remove_images_named(
+    region: str, name: str, build_id: str | None = None, profile: str | None = None
+) -> None:
+    """Journal cleaner for an AMI being created: recorded by name (and the build's tag, which
+    CreateImage applies atomically) before CreateImage answers, so a kill -9 in between
+    still leaves something `imgpipe gc` can find, and nothing else of that name is touched."""
     from imgpipe.aws.session import client_for
 
     ec2 = client_for("ec2", region, profile)
-    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
-    for image in found:
+    for image in images_named(ec2, name, build_id):
         delete_image(ec2, image["ImageId"], snapshot_ids(image))

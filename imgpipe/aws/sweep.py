@@ -1,38 +1,33 @@
 """Find an EC2 region's leftover build resources by their tags, for when the journal that
 names them is gone (another machine, a wiped CI runner): instances, security groups and
-key pairs tagged `imgpipe:build-id`, and AMIs still tagged `imgpipe:state: building`.
-Published AMIs are products, retired by policy, never by gc.
+key pairs tagged `imgpipe:build-id`, AMIs and snapshots still tagged `imgpipe:state:
+building`, and the aws-import tasks of a build: still running (cancelled), or completed
+into a snapshot nobody tagged before the build died. Published AMIs and snapshots are
+products, retired by policy, never by gc. (An aws-import's S3 object is not found here:
+only its journal entry names the bucket.)
 
 A build's age comes from its id (it starts with the UTC start time), so a security
 group, which has no creation time of its own, is judged like the rest of its build."""
 
 from __future__ import annotations
 
-import calendar
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from imgpipe.aws import buildres
+from imgpipe.aws import buildres, importtasks
 from imgpipe.aws import images as amis
+from imgpipe.gc import build_started
 
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # instance, security-group, key-pair
+    kind: str  # instance, security-group, key-pair, image, snapshot, import-task
     resource_id: str
     build_id: str
 
     def __str__(self) -> str:
         return f"{self.kind} {self.resource_id} (build {self.build_id})"
-
-
-def build_started(build_id: str) -> float | None:
-    """Seconds since the epoch from `20261127T053122Z-dc0ed0`; None if not an imgpipe id."""
-    try:
-        return float(calendar.timegm(time.strptime(build_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")))
-    except ValueError:
-        return None
 
 
 def _build_id(tags: list[dict[str, str]] | None) -> str | None:
@@ -71,11 +66,26 @@ def find_leftovers(
         build_id = _build_id(image.get("Tags"))
         if stale(build_id):
             found.append(Leftover("image", image["ImageId"], str(build_id)))
+    for page in ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"], Filters=building):
+        for snapshot in page["Snapshots"]:
+            build_id = _build_id(snapshot.get("Tags"))
+            if stale(build_id):
+                found.append(Leftover("snapshot", snapshot["SnapshotId"], str(build_id)))
+    for build_id, task in importtasks.build_import_tasks(ec2):
+        if not stale(build_id):
+            continue
+        if task.get("SnapshotTaskDetail", {}).get("Status") in importtasks.RUNNING:
+            found.append(Leftover("import-task", task["ImportTaskId"], build_id))
+        elif (snapshot_id := importtasks.unpublished_snapshot(ec2, task)) and not any(
+            x.resource_id == snapshot_id for x in found
+        ):
+            found.append(Leftover("snapshot", snapshot_id, build_id))
     return found
 
 
 def remove_leftovers(ec2: Any, leftovers: list[Leftover], *, poll_interval: float = 5) -> None:
-    """Instances first (their groups cannot go before they are terminated), then groups, then keys."""
+    """Instances first (their groups cannot go before they are terminated), then the rest in
+    the order found (images before their snapshots)."""
     instances = [x.resource_id for x in leftovers if x.kind == "instance"]
     buildres.terminate_instances(ec2, instances, poll_interval=poll_interval)
     for leftover in leftovers:
@@ -85,3 +95,7 @@ def remove_leftovers(ec2: Any, leftovers: list[Leftover], *, poll_interval: floa
             buildres.delete_key_pair(ec2, leftover.resource_id)
         elif leftover.kind == "image":
             amis.delete_image(ec2, leftover.resource_id)
+        elif leftover.kind == "snapshot":
+            amis.delete_snapshots(ec2, [leftover.resource_id])
+        elif leftover.kind == "import-task":
+            importtasks.remove_import_task(ec2, leftover.resource_id)

@@ -1,6 +1,8 @@
 """Turn a local disk image into an AMI: upload it to S3, import it as an EBS snapshot,
 register an AMI on it, then publish that AMI (tag, copy, share, SSM) all or nothing.
-The S3 object is removed afterwards whatever happened.
+The S3 object is removed afterwards whatever happened. The object, the import task, the
+snapshot and the AMI all carry the publish tags (a bake adds its build tags there, which
+`imgpipe gc --aws-region` finds them by); the object and the task are journaled too.
 
 import_snapshot and its task polling go through `_start_import` / `_import_status`, plain
 calls on the session's EC2 client: tests answer them at the botocore layer (the session's
@@ -9,6 +11,7 @@ event hooks), because moto does not implement them."""
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.aws import images as amis
+from imgpipe.aws import importtasks
 from imgpipe.aws.errors import AwsWaitError, error_code
 from imgpipe.errors import run_command
 from imgpipe.publish.ami import AmiPublisher, PublishResult, PublishSettings
@@ -96,9 +100,10 @@ class ImageImporter(AwsJob):
         emit: Emitter | None = None,
         resources: Resources | None = None,
         progress: Progress | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
-        super().__init__(session, settings, emit=emit, resources=resources, sleep=sleep)
+        super().__init__(session, settings, emit=emit, resources=resources, sleep=sleep, cancel=cancel)
         self.progress = progress
 
     def import_image(
@@ -124,9 +129,14 @@ class ImageImporter(AwsJob):
                 disk, fmt = self.prepare_disk(path, Path(tmp))
                 key = f"{self.settings.key_prefix}{name}-{uuid.uuid4().hex[:12]}.{fmt.value}"
                 snapshot = self._upload_and_import(disk, fmt, key, name, region, publish.tags, rollback)
-            image_id = self.register(snapshot, name, description, region, rollback)
+            image_id = self.register(snapshot, name, description, region, rollback, publish.tags)
             result = AmiPublisher(
-                self.session, publish, emit=self.emit, resources=self.resources, sleep=self.sleep
+                self.session,
+                publish,
+                emit=self.emit,
+                resources=self.resources,
+                sleep=self.sleep,
+                cancel=self.cancel,
             ).publish(image_id, region, rollback)
         except BaseException as exc:
             self._roll_back_and_raise(exc, rollback, f"import of {path.name}")
@@ -173,6 +183,8 @@ class ImageImporter(AwsJob):
                     part_size=self.settings.part_size_mib * MiB,
                     max_concurrency=self.settings.max_concurrency,
                     progress=self.progress,
+                    cancel=self.cancel,
+                    tags=tags,
                 )
             return self.import_snapshot(bucket, key, fmt, name, region, tags, rollback)
         finally:
@@ -201,7 +213,17 @@ class ImageImporter(AwsJob):
         ec2 = self.session.client("ec2", region)
         with self._step("import", region):
             task_id = self._start_import(ec2, bucket, key, fmt, name, tags)
-            rollback.push(f"import task {task_id} in {region}", lambda: _cancel_import(ec2, task_id))
+            # Journaled the moment its id is known: the import goes on in AWS after a kill -9
+            # (and the task's tags let `gc --aws-region` find it without the journal).
+            rollback.push(
+                f"import task {task_id} in {region}",
+                lambda: importtasks.remove_import_task(ec2, task_id),
+                journal=(
+                    "aws-import-task",
+                    importtasks.remove_import,
+                    self._journal_args(region, task_id=task_id),
+                ),
+            )
             self._say(f"importing snapshot ({task_id})")
             snapshot = self._wait_for_import(ec2, task_id, region)
             rollback.push(
@@ -262,10 +284,23 @@ class ImageImporter(AwsJob):
             self._say(f"import {task_id}: {status} {detail.get('Progress', '')}%".rstrip("%"))
             self.sleep(self.settings.poll_interval)
 
-    def register(self, snapshot: str, name: str, description: str, region: str, rollback: Rollback) -> str:
-        """Register an HVM AMI booting from `snapshot` and wait until it is available."""
+    def register(
+        self,
+        snapshot: str,
+        name: str,
+        description: str,
+        region: str,
+        rollback: Rollback,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Register an HVM AMI booting from `snapshot`, tagged `tags` as it is made, and wait
+        until it is available. Its undo goes by the id RegisterImage returns, never by name:
+        another build's published image may have the same name."""
         ec2 = self.session.client("ec2", region)
         s = self.settings
+        tagging = (
+            {"TagSpecifications": [{"ResourceType": "image", "Tags": amis.tag_list(tags)}]} if tags else {}
+        )
         with self._step("register", region):
             image_id = ec2.register_image(
                 Name=name,
@@ -285,6 +320,7 @@ class ImageImporter(AwsJob):
                 VirtualizationType="hvm",
                 EnaSupport=s.ena_support,
                 BootMode=s.boot_mode.value,
+                **tagging,
             )["ImageId"]
             rollback.push(
                 f"image {image_id} in {region}",
@@ -308,16 +344,3 @@ class ImageImporter(AwsJob):
 
     def _journal_args(self, region: str, **args: Any) -> dict[str, Any]:
         return {"region": region, **args, "profile": self.session.settings.profile}
-
-
-def _cancel_import(ec2: Any, task_id: str) -> None:
-    """Cancel a running import; a task that already finished or failed needs nothing."""
-    try:
-        ec2.cancel_import_task(ImportTaskId=task_id)
-    except Exception as exc:
-        if error_code(exc) not in {
-            "InvalidConversionTaskId",
-            "InvalidConversionTaskId.Malformed",
-            "IncorrectState",
-        }:
-            raise

@@ -1,5 +1,9 @@
 """`publisher: aws-import`: a local target's qcow2/raw becomes an AMI (S3 upload,
-import_snapshot, register_image), then is tagged, copied and shared."""
+import_snapshot, register_image), then is tagged, copied and shared.
+
+Everything it makes carries the build's tags like the EC2 builder's resources, with
+`imgpipe:state: building` until the whole target succeeded, then `published`; Ctrl-C and
+SIGTERM (the bake's cancel event) end every upload, poll and wait at once."""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgpipe.aws import buildres
 from imgpipe.aws.session import AwsSession, AwsSettings
-from imgpipe.publish.ami import PublishSettings
+from imgpipe.publish.ami import PublishSettings, RegionImage
 from imgpipe.publish.aws_import import ImageImporter, ImportSettings
 from imgpipe.publish.base import Publication
+from imgpipe.publish.rollback import step
 
 if TYPE_CHECKING:
     from imgpipe.builders.base import TargetContext
@@ -44,16 +50,20 @@ class AwsImportPublisher:
         return AwsSession(self.settings.aws)
 
     def publish(self, image: Path, image_name: str) -> Publication:
+        ctx = self.ctx
+        tags = buildres.image_tags(ctx.build_id, ctx.target, ctx.loaded.spec.name, self.settings.publish.tags)
+        session = self.make_session()
         importer = ImageImporter(
-            self.make_session(),
+            session,
             self.settings.import_,
             emit=self.emit,
-            resources=self.ctx.resources,
+            resources=ctx.resources,
             progress=self._progress,
+            cancel=ctx.cancel,
         )
-        result = importer.import_image(
-            image, image_name, publish=self.settings.publish, rollback=self.ctx.undo
-        )
+        publish = self.settings.publish.model_copy(update={"tags": tags})
+        result = importer.import_image(image, image_name, publish=publish, rollback=ctx.undo)
+        ctx.undo.on_commit(lambda: self._mark_published(session, result.images))
         return Publication(
             self.name,
             self.publisher_type,
@@ -65,10 +75,12 @@ class AwsImportPublisher:
             },
         )
 
-    def _sleep(self, seconds: float) -> None:
-        """Waits between polls end early on Ctrl-C; the importer then rolls back."""
-        if self.ctx.cancel.wait(seconds):
-            raise KeyboardInterrupt
+    @staticmethod
+    def _mark_published(session: AwsSession, images: tuple[RegionImage, ...]) -> None:
+        for image in images:
+            with step("tag", image.region):
+                ec2 = session.client("ec2", image.region)
+                buildres.mark_published(ec2, [image.image_id, *image.snapshot_ids])
 
     def _progress(self, sent: int, total: int) -> None:
         pct = sent * 100 // total if total else 100

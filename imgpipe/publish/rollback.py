@@ -4,13 +4,13 @@ becomes a PublishError that names the step, the region and the AWS error code.""
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from imgpipe.aws.errors import error_code, error_message
-from imgpipe.errors import BuildError, ImgpipeError, PublishError
+from imgpipe.errors import BuildError, ImgpipeError, Interrupted, PublishError
 
 if TYPE_CHECKING:
     from imgpipe.aws.session import AwsSession
@@ -124,7 +124,9 @@ def fail_after_rollback(exc: BaseException, failures: list[str], step_name: str)
 
 class AwsJob:
     """What every AWS publishing job carries: a session, its settings, where progress
-    goes, the journal for what it creates, and an injectable sleep (fast tests)."""
+    goes, the journal for what it creates, the bake's `cancel` event (set on Ctrl-C and
+    SIGTERM), and the sleep between polls: by default it ends at once when `cancel` is set
+    and raises Interrupted, so a job waiting an hour for a copy stops within moments."""
 
     def __init__(
         self,
@@ -133,14 +135,20 @@ class AwsJob:
         *,
         emit: Emitter | None = None,
         resources: Resources | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.emit = emit
         self.resources = resources
-        self.sleep = sleep
+        self.cancel = cancel or threading.Event()
+        self.sleep = sleep or self._sleep_unless_cancelled
         self.step_name = "start"
+
+    def _sleep_unless_cancelled(self, seconds: float) -> None:
+        if self.cancel.wait(seconds):
+            raise Interrupted("interrupted")
 
     def _say(self, text: str) -> None:
         if self.emit is not None:

@@ -64,6 +64,24 @@ def moto(moto_server: str) -> Iterator[str]:
     yield moto_server
 
 
+@pytest.fixture(scope="session")
+def aws_proxy_server(moto_server: str) -> Iterator[Any]:
+    from tests.aws.awsproxy import AwsProxy
+
+    proxy = AwsProxy(moto_server)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def aws_proxy(moto: str, aws_proxy_server: Any) -> Iterator[Any]:
+    """The loopback proxy in front of a wiped moto (tests/aws/awsproxy.py): what an `imgpipe`
+    subprocess talks to (AWS_ENDPOINT_URL=aws_proxy.url) when it needs VM Import or holds."""
+    aws_proxy_server.reset()
+    yield aws_proxy_server
+    aws_proxy_server.reset()
+
+
 @functools.cache
 def plain(service: str, region: str = SOURCE_REGION) -> Any:
     """A client with no imgpipe hooks, for seeding and reading moto's state."""

@@ -54,6 +54,7 @@ def spec_text(
     sleep: int = 0,
     mode: str = "standard",
     ssh_timeout: int = 60,
+    ami_name: str = "{spec}-{target}-{build_id}",
     extra: str = "",
 ) -> str:
     return f"""\
@@ -74,9 +75,10 @@ targets:
     ssh_host: 127.0.0.1
     ssh_port: {port}
     ssh_cidrs: [127.0.0.1/32]
+    ssh_user: root  # the stand-in is this host's sshd, which has no imgpipe-build user
     ssh_timeout_s: {ssh_timeout}
     poll_interval: 0
-    ami_name: "{{spec}}-{{target}}-{{build_id}}"
+    ami_name: "{ami_name}"
     publish:
       copy_to: [eu-west-1]
       tags: {{team: web}}
@@ -401,3 +403,26 @@ def test_bake_survives_30_percent_throttling(ec2_bake, isolated_state, monkeypat
     regions = dict(part.split(":") for part in build["artifact_id"].split(","))
     assert sorted(ec2_bake.leftovers(isolated_state)["images"][SOURCE_REGION]) == [regions[SOURCE_REGION]]
     assert ec2_bake.leftovers(isolated_state)["key_pairs"] == []
+
+
+def test_a_failed_create_image_leaves_the_published_ami_of_its_name(ec2_bake, isolated_state):
+    """ami_name without {build_id}: this bake's CreateImage fails on the name an earlier build
+    published (InvalidAMIName.Duplicate). Its undo removes only what this bake made."""
+    earlier, earlier_snaps = seed_ami(name="demo-ec2")
+    plain("ec2").create_tags(
+        Resources=[earlier, *earlier_snaps],
+        Tags=[
+            {"Key": "imgpipe:build-id", "Value": "20261101T000000Z-aaaaaa"},
+            {"Key": "imgpipe:state", "Value": "published"},
+        ],
+    )
+    ec2_bake.session_hooks.append(
+        lambda s: inject(s, "ec2", "CreateImage", status=400, code="InvalidAMIName.Duplicate")
+    )
+    result = ec2_bake.run(ami_name="{spec}-{target}")
+    assert "InvalidAMIName.Duplicate" in str(result.errors["ec2"])
+    left = ec2_bake.leftovers(isolated_state)
+    assert left["images"] == {SOURCE_REGION: [earlier]} and left["snapshots"] == {
+        SOURCE_REGION: earlier_snaps
+    }
+    assert {**left, "images": {}, "snapshots": {}} == NOTHING

@@ -1,6 +1,7 @@
 """After kill -9 an EC2 bake leaves a running instance, its security group and key pair:
 `imgpipe gc` finds each through the journal (written before each resource existed) and
-removes them. The AMI cleaner works by name, so an image whose id was never seen goes too."""
+removes them. The AMI cleaner works by name and the build's tag, so an image whose id was
+never seen goes too, and another build's image of the same name stays."""
 
 from __future__ import annotations
 
@@ -65,19 +66,40 @@ targets:
     assert list((tmp_path / "cache" / "work").glob("*")) == []
 
 
-def test_ami_journaled_by_name_is_removed_with_its_snapshots(moto, tmp_path):
-    """The journal holds the AMI's name from before CreateImage answered; its cleaner
-    finds the image and its snapshots by that name."""
-    image_id, snapshots = seed_ami(name="demo-ec2-20261127T000000Z-abcdef")
-    other, other_snaps = seed_ami(name="demo-ec2-someone-else")
-    resources = Resources(tmp_path, "b-1", "ec2")
-    resources.track(
-        "aws-ami", amis.remove_images_named, region=SOURCE_REGION, name="demo-ec2-20261127T000000Z-abcdef"
+def _tagged_ami(name: str, build_id: str, state: str) -> tuple[str, list[str]]:
+    image_id, snapshots = seed_ami(name=name)
+    plain("ec2").create_tags(
+        Resources=[image_id, *snapshots],
+        Tags=[{"Key": "imgpipe:build-id", "Value": build_id}, {"Key": "imgpipe:state", "Value": state}],
     )
+    return image_id, snapshots
+
+
+def test_ami_journaled_by_name_is_removed_only_with_this_builds_tag(moto, tmp_path):
+    """The journal holds the AMI's name from before CreateImage answered; its cleaner finds
+    the image and its snapshots by that name and the build's tag. An image of the same name
+    another build published (ami_name without {build_id}) stays, as does any other name."""
+    name = "demo-ec2-20261127T000000Z-abcdef"
+    ours, our_snaps = _tagged_ami(name, "b-1", "building")
+    published, published_snaps = _tagged_ami(name, "b-0", "published")  # moto allows the same name
+    other, other_snaps = _tagged_ami("demo-ec2-someone-else", "b-1", "building")
+    resources = Resources(tmp_path, "b-1", "ec2")
+    resources.track("aws-ami", amis.remove_images_named, region=SOURCE_REGION, name=name, build_id="b-1")
     assert clean_record(resources._record) == []
     images, snaps = inventory()[SOURCE_REGION]
-    assert image_id not in images and not set(snapshots) & snaps
-    assert other in images and set(other_snaps) <= snaps  # a name match only, never a prefix
+    assert ours not in images and not set(our_snaps) & snaps
+    assert {published, other} <= images and set(published_snaps + other_snaps) <= snaps
+
+
+def test_ami_journaled_by_name_without_build_id_removes_only_a_building_image(moto, tmp_path):
+    """Journals written before the build id was recorded: only an image still `building` goes."""
+    ours, _ = _tagged_ami("demo-ec2", "b-1", "building")
+    published, _ = _tagged_ami("demo-ec2", "b-0", "published")
+    resources = Resources(tmp_path, "b-1", "ec2")
+    resources.track("aws-ami", amis.remove_images_named, region=SOURCE_REGION, name="demo-ec2")
+    assert clean_record(resources._record) == []
+    images, _ = inventory()[SOURCE_REGION]
+    assert ours not in images and published in images
 
 
 def _leave_build_resources(build_id: str) -> None:
@@ -104,7 +126,19 @@ def _leave_build_resources(build_id: str) -> None:
     )
 
 
-def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, isolated_state):
+def _snapshot(build_id: str, state: str) -> str:
+    ec2 = plain("ec2")
+    volume = ec2.create_volume(Size=1, AvailabilityZone=f"{SOURCE_REGION}a")["VolumeId"]
+    snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    ec2.delete_volume(VolumeId=volume)
+    ec2.create_tags(
+        Resources=[snapshot],
+        Tags=[{"Key": "imgpipe:build-id", "Value": build_id}, {"Key": "imgpipe:state", "Value": state}],
+    )
+    return snapshot  # type: ignore[no-any-return]
+
+
+def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(aws_proxy, tmp_path, isolated_state):
     old, fresh = "20261101T000000Z-aaaaaa", time.strftime("%Y%m%dT%H%M%SZ-bbbbbb", time.gmtime())
     _leave_build_resources(old)
     _leave_build_resources(fresh)
@@ -115,7 +149,9 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
             Resources=[image],
             Tags=[{"Key": "imgpipe:build-id", "Value": old}, {"Key": "imgpipe:state", "Value": state}],
         )
-    env = {**os.environ, "IMGPIPE_CACHE_DIR": str(tmp_path / "cache")}
+    kept_snap, half_snap = _snapshot(old, "published"), _snapshot(old, "building")
+    # the sweep also asks for import tasks, which moto lacks: the proxy answers those
+    env = {**os.environ, "IMGPIPE_CACHE_DIR": str(tmp_path / "cache"), "AWS_ENDPOINT_URL": aws_proxy.url}
 
     def gc(*args):
         return subprocess.run(
@@ -124,8 +160,9 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
 
     dry = gc("--aws-region", SOURCE_REGION, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("would remove") == 4 and old in dry.stdout and fresh not in dry.stdout
+    assert dry.stdout.count("would remove") == 5 and old in dry.stdout and fresh not in dry.stdout
     assert f"image {half_done}" in dry.stdout and kept_ami not in dry.stdout
+    assert f"snapshot {half_snap}" in dry.stdout and kept_snap not in dry.stdout
     assert len(build_resources()["instances"]) == 2  # a dry run removes nothing
 
     swept = gc("--aws-region", SOURCE_REGION)
@@ -135,3 +172,4 @@ def test_gc_sweeps_a_region_for_tagged_leftovers_of_old_builds(moto, tmp_path, i
     assert len(left["instances"]) == 1
     images, snapshots = inventory()[SOURCE_REGION]
     assert kept_ami in images and half_done not in images and not set(half_snaps) & snapshots
+    assert kept_snap in snapshots and half_snap not in snapshots

@@ -66,7 +66,9 @@ def test_local_image_becomes_tagged_amis_in_two_regions(fake_pipeline, isolated_
     regions = dict(part.split(":") for part in ami["artifact_id"].split(","))
     assert set(regions) == {SOURCE_REGION, "eu-west-1"}
     for region, image_id in regions.items():
-        assert tags(plain("ec2", region), image_id)["team"] == "web"
+        found = tags(plain("ec2", region), image_id)
+        assert found["team"] == "web" and found["imgpipe:build-id"] == result.build_id
+        assert found["imgpipe:state"] == "published"  # `building` until the target succeeded
     assert plain("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
     assert (result.output_dir / "demo-local.qcow2").is_file()
     assert leftovers(tmp_path, isolated_state)["journal"] == []
