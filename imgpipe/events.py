@@ -13,7 +13,7 @@ from typing import Any, Protocol
 @dataclass(frozen=True)
 class Event:
     target: str
-    kind: str  # stage_started | stage_finished | task | message | error | target_finished
+    kind: str  # stage_started | stage_finished | task | message | error | kept | target_finished
     data: dict[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
 

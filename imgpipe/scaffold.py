@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from imgpipe.errors import SpecError
+from imgpipe.spec.schema import spec_json_schema
 
 FILES = {
     "image.yml": """\
@@ -51,23 +54,44 @@ def test_motd(host):
 }
 
 
-def scaffold(directory: Path, name: str) -> list[Path]:
-    """Write the starter files; refuse to overwrite anything that exists."""
-    targets = [directory / rel for rel in FILES]
-    existing = [p for p in targets if p.exists()]
+SCHEMA_FILE = "imgpipe.schema.json"
+
+
+@dataclass(frozen=True)
+class Scaffolded:
+    written: list[Path]
+    skipped: list[Path]  # existed already and were left exactly as they were
+
+
+def scaffold(directory: Path, name: str) -> Scaffolded:
+    """Write the starter files and the spec's JSON Schema, never overwriting a file. The
+    starter files belong together, so one that exists stops init before it writes anything.
+    The schema file may exist already (`imgpipe schema > imgpipe.schema.json`, or edited by
+    hand): it is kept as it is and reported as skipped."""
+    existing = [p for p in (directory / rel for rel in FILES) if p.exists() or p.is_symlink()]
     if existing:
         raise SpecError(
             f"{existing[0]}: already exists; imgpipe init never overwrites files",
             hint="choose an empty directory: imgpipe init DIR",
         )
-    for rel, text in FILES.items():
-        path = directory / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.format(name=name) if rel == "image.yml" else text)
-    import json
+    contents = {
+        directory / rel: text.format(name=name) if rel == "image.yml" else text for rel, text in FILES.items()
+    }
+    contents[directory / SCHEMA_FILE] = json.dumps(spec_json_schema(), indent=2) + "\n"
+    written: list[Path] = []
+    skipped: list[Path] = []
+    for path, text in contents.items():
+        (written if _write_new(path, text) else skipped).append(path)
+    return Scaffolded(written, skipped)
 
-    from imgpipe.spec.schema import spec_json_schema
 
-    schema = directory / "imgpipe.schema.json"
-    schema.write_text(json.dumps(spec_json_schema(), indent=2) + "\n")
-    return [*targets, schema]
+def _write_new(path: Path, text: str) -> bool:
+    """Create `path` with `text`; False, touching nothing, if it exists (even as a dangling
+    symlink): the exclusive open never replaces a file that appeared since the check."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x") as new:
+            new.write(text)
+    except FileExistsError:
+        return False
+    return True

@@ -34,6 +34,7 @@ class LoadedSpec:
     publish: dict[str, BaseModel] = field(default_factory=dict)
     variables: dict[str, ResolvedVar] = field(default_factory=dict)
     used_variables: frozenset[str] = frozenset()  # names the spec's own fields interpolate
+    warnings: tuple[str, ...] = ()  # for the CLI to show; loading never prints
 
     @property
     def directory(self) -> Path:
@@ -155,7 +156,8 @@ def parse_spec(
         )
     declared = _declarations(doc, path)
     given = var_files is not None or cli_vars is not None
-    variables = resolve_values(declared, doc, var_files or (), cli_vars or (), require=given)
+    resolution = resolve_values(declared, doc, var_files or (), cli_vars or (), require=given)
+    variables = resolution.values
     rendered = interpolate(doc, variables, declared)
     if rendered.problems:
         raise _fail(rendered.problems, path)
@@ -178,6 +180,7 @@ def parse_spec(
         publish=publish,
         variables=variables,
         used_variables=frozenset(rendered.used),
+        warnings=resolution.warnings,
     )
 
 

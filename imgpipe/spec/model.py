@@ -129,6 +129,7 @@ class SealStep(StrEnum):
     machine_id = "machine_id"
     ssh_host_keys = "ssh_host_keys"
     build_key = "build_key"
+    hostname = "hostname"
     logs = "logs"
     shell_history = "shell_history"
     package_cache = "package_cache"

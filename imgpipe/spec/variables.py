@@ -46,6 +46,14 @@ class ResolvedVar:
     where: str = ""  # for errors: "spec.yml:5:14", "vars.yml:2:8", "environment IMGPIPE_VAR_x", "--var x"
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """The resolved values, and what the caller should tell the user without failing."""
+
+    values: dict[str, ResolvedVar]
+    warnings: tuple[str, ...] = ()
+
+
 def type_ok(var_type: VarType, value: Any) -> bool:
     if isinstance(value, bool) and var_type is not VarType.boolean:
         return False
@@ -138,6 +146,7 @@ class _Resolver:
         self.declared = declared
         self.values: dict[str, ResolvedVar] = {}
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def set(self, name: str, value: Any, origin: str, where: str, key_where: str | None = None) -> None:
         var = self.declared.get(name)
@@ -150,6 +159,24 @@ class _Resolver:
             self.problems.append(f"{where}: variable '{name}': {wrong}")
             return
         self.values[name] = ResolvedVar(value, origin, var.sensitive, where)
+
+    def read_environment(self, environ: Mapping[str, str]) -> None:
+        """IMGPIPE_VAR_<name> of declared names. Other names are ignored with one warning, as
+        Terraform does with TF_VAR_: the environment is shared with other projects and CI
+        jobs, so a stray name there is not this spec's mistake (--var and --var-file are)."""
+        undeclared = []
+        for key, text in sorted(environ.items()):
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key.removeprefix(ENV_PREFIX)
+            if name not in self.declared:
+                undeclared.append(f"{key}{suggestion(name, self.declared)}")
+                continue
+            self.set(name, _from_text(self.declared[name], text), f"env {key}", f"environment {key}")
+        if undeclared:
+            self.warnings.append(
+                "ignoring environment variables for undeclared variables: " + ", ".join(undeclared)
+            )
 
     def read_file(self, path: Path) -> None:
         if not path.is_file():
@@ -179,9 +206,10 @@ def resolve_values(
     *,
     require: bool = True,
     environ: Mapping[str, str] | None = None,
-) -> dict[str, ResolvedVar]:
-    """Each declared variable's value and where it came from; raise SpecError listing every
-    problem. With require=False a required variable may stay without a value."""
+) -> Resolution:
+    """Each declared variable's value and where it came from, and warnings for the caller to
+    show; raise SpecError listing every problem. With require=False a required variable may
+    stay without a value."""
     r = _Resolver(declared)
     for name, var in declared.items():
         if var.default is not None:
@@ -189,10 +217,7 @@ def resolve_values(
             r.set(name, var.default, "default", where)
     for path in var_files:
         r.read_file(Path(path))
-    for key, text in sorted((os.environ if environ is None else environ).items()):
-        if key.startswith(ENV_PREFIX):
-            name = key.removeprefix(ENV_PREFIX)
-            r.set(name, _from_text(declared.get(name), text), f"env {key}", f"environment {key}")
+    r.read_environment(os.environ if environ is None else environ)
     for item in cli_vars:
         name, sep, text = item.partition("=")
         if not sep or not name:
@@ -208,7 +233,7 @@ def resolve_values(
             )
     if r.problems:
         raise SpecError("\n".join(["invalid variables:", *("  " + p for p in r.problems)]))
-    return r.values
+    return Resolution(r.values, tuple(r.warnings))
 
 
 def resolve_variables(
@@ -217,7 +242,7 @@ def resolve_variables(
     """Resolve again with these sources (required ones must now have a value). The spec's own
     fields were interpolated when it was loaded; load_spec(path, var_files, cli_vars) is the
     way to interpolate with these sources, so a value that differs there is a caller bug."""
-    values = resolve_values(loaded.spec.variables, loaded.doc, var_files, cli_vars)
+    values = resolve_values(loaded.spec.variables, loaded.doc, var_files, cli_vars).values
     stale = sorted(
         name
         for name in loaded.used_variables

@@ -27,6 +27,17 @@ def test_init_scaffold_validates_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "never overwrites" in again.stderr
 
 
+def test_init_keeps_an_existing_schema_file_and_says_so(tmp_path):
+    """`imgpipe schema > imgpipe.schema.json` first (as the README suggests), then init."""
+    project = tmp_path / "proj"
+    custom = write(project / "imgpipe.schema.json", '{"custom": "schema, edited by hand"}\n')
+    out = imgpipe("init", str(project))
+    assert out.returncode == 0, out.stderr
+    assert custom.read_text() == '{"custom": "schema, edited by hand"}\n'
+    assert f"skipped {custom}: already exists" in out.stdout
+    assert f"wrote {custom}" not in out.stdout and f"wrote {project / 'image.yml'}" in out.stdout
+
+
 def test_validate_runs_ansible_syntax_check(tmp_path):
     spec = write(
         tmp_path / "spec.yml",
@@ -62,6 +73,27 @@ targets: {local: {builder: libvirt}}
     assert plan["targets"]["local"]["accelerator"] == "auto"
     text = imgpipe("inspect", str(spec), env=env)
     assert "s3cr3t-value" not in text.stdout + text.stderr and "token = '***'" in text.stdout
+
+
+def test_stray_environment_variable_is_one_warning_while_flags_stay_strict(tmp_path):
+    spec = write(
+        tmp_path / "spec.yml",
+        "imgpipe: 1\nname: x\nvariables:\n  title: {type: string, default: hi}\n"
+        "targets: {local: {builder: libvirt}}\n",
+    )
+    env = {"PATH": "/usr/bin:/bin", "IMGPIPE_VAR_titel": "typo", "IMGPIPE_VAR_unrelated": "x"}
+    out = imgpipe("validate", str(spec), env=env)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: ignoring environment variables for undeclared variables: "
+        "IMGPIPE_VAR_titel (did you mean 'title'?), IMGPIPE_VAR_unrelated"
+    ]
+    flag = imgpipe("validate", str(spec), "--var", "titel=typo", env=env)
+    assert flag.returncode == 2 and "--var titel: variable 'titel' is not declared" in flag.stderr
+    var_file = write(tmp_path / "vars.yml", "titel: typo\n")
+    from_file = imgpipe("validate", str(spec), "--var-file", str(var_file), env=env)
+    assert from_file.returncode == 2 and "variable 'titel' is not declared" in from_file.stderr
 
 
 def test_schema_covers_builders_and_descriptions():
@@ -110,6 +142,26 @@ def test_json_envelope_keys_are_pinned(capsys):
         "stage": "seal",
         "seconds": 1.5,
     }
+
+
+@pytest.mark.parametrize(
+    "codes,expected",
+    [
+        ((2,), 2),  # every failed target failed on its spec: bad input, nothing was built
+        ((2, 2), 2),
+        ((2, 1), 1),  # one real build failure makes it a failed build
+        ((1,), 1),
+        ((2, 130), 130),  # an interrupt wins
+        ((1, 130), 130),
+    ],
+)
+def test_bake_exit_code_from_target_errors(codes, expected):
+    from imgpipe.cli import _bake_exit_code
+    from imgpipe.errors import BuildError, Interrupted
+
+    kinds = {1: BuildError, 2: SpecError, 130: Interrupted}
+    errors = {f"t{i}": kinds[code]("x") for i, code in enumerate(codes)}
+    assert _bake_exit_code(errors) == expected
 
 
 def test_bake_flags_parse_before_any_vm_starts(tmp_path):

@@ -135,6 +135,25 @@ def test_abort_keeps_vm_until_gc_build(fake, isolated_state):
     assert leftovers(fake, isolated_state) == {"vms": [], "partials": [], "workdirs": [], "journal": []}
 
 
+def test_kept_json_event_is_pinned_and_documented(fake, isolated_state):
+    """CI systems parse `--json`: the `kept` line's keys are a contract, listed in the README."""
+    import io
+    import json
+
+    from imgpipe.report import JsonReporter
+
+    stream = io.StringIO()
+    loaded = load_spec(write(fake / "spec.yml", SPEC.replace("FAIL", "stop")))
+    options = BakeOptions(fake / "out", ("b",), {}, OnError.abort)
+    result = bake(loaded, options, JsonReporter(stream))
+    collect(isolated_state / "journal", build_id=result.build_id)
+    (kept,) = [line for line in map(json.loads, stream.getvalue().splitlines()) if line["event"] == "kept"]
+    assert kept == {"v": 1, "event": "kept", "target": "b", "time": kept["time"], "hint": "fake VM kept"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    events_paragraph = readme[readme.index("`--json` prints") :].split("\n\n")[0]
+    assert "`kept`" in events_paragraph and "`hint`" in events_paragraph
+
+
 def test_cancelled_before_start_prepares_nothing(fake, isolated_state):
     import threading
 

@@ -107,6 +107,26 @@ def test_undeclared_and_wrong_type(loaded, tmp_path):
     assert "--var workers: variable 'workers': expected integer, not string (found 'lots')" in msg
 
 
+def test_undeclared_environment_variables_are_ignored_with_a_warning(tmp_path, monkeypatch, capsys):
+    """Like Terraform's TF_VAR_: a stray IMGPIPE_VAR_x (another project's, a CI leftover)
+    must not break every spec. The warning is returned, for the CLI to render."""
+    monkeypatch.setenv("IMGPIPE_VAR_workrs", "2")
+    monkeypatch.setenv("IMGPIPE_VAR_other_project", "x")
+    loaded = load_spec(write(tmp_path / "spec.yml", SPEC), cli_vars=["token=t"])
+    assert "workrs" not in loaded.variables and loaded.variables["workers"].value == 1
+    assert loaded.warnings == (
+        "ignoring environment variables for undeclared variables: "
+        "IMGPIPE_VAR_other_project, IMGPIPE_VAR_workrs (did you mean 'workers'?)",
+    )
+    assert capsys.readouterr() == ("", "")  # core code never prints
+
+
+def test_declared_environment_variables_give_no_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGPIPE_VAR_workers", "2")
+    loaded = load_spec(write(tmp_path / "spec.yml", SPEC), cli_vars=["token=t"])
+    assert loaded.variables["workers"].value == 2 and loaded.warnings == ()
+
+
 def test_bad_var_flag_and_missing_file(loaded, tmp_path):
     with pytest.raises(SpecError) as info:
         resolve_variables(loaded, [tmp_path / "nope.yml"], ["token"])
