@@ -14,6 +14,9 @@ import typer
 from imgpipe import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from imgpipe.errors import ImgpipeError
     from imgpipe.spec.load import LoadedSpec
     from imgpipe.spec.variables import ResolvedVar
 
@@ -73,6 +76,8 @@ def _load(
     from imgpipe.spec import load_spec
 
     loaded = load_spec(spec, var_file or [], var or [])
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     variables = loaded.variables
     for name, value in sorted(variables.items()):
         if value.sensitive and value.origin == "--var":
@@ -158,11 +163,13 @@ def init(
     try:
         from imgpipe.scaffold import scaffold
 
-        written = scaffold(directory, name)
+        done = scaffold(directory, name)
     except Exception as exc:  # noqa: BLE001
         _abort(exc)
-    for path in written:
+    for path in done.written:
         typer.echo(f"wrote {path}")
+    for path in done.skipped:
+        typer.echo(f"skipped {path}: already exists (imgpipe init never overwrites files)")
     typer.echo(f"next: imgpipe validate {directory / 'image.yml'}")
 
 
@@ -233,8 +240,17 @@ def _render_result(result, json_out: bool) -> None:  # type: ignore[no-untyped-d
             typer.echo(f"error: target {target}: {err}", err=True)
         typer.echo(f"manifest: {manifest}")
     if not result.ok:
-        codes = {err.exit_code for err in result.errors.values()}
-        raise typer.Exit(130 if 130 in codes else 1)
+        raise typer.Exit(_bake_exit_code(result.errors))
+
+
+def _bake_exit_code(errors: Mapping[str, ImgpipeError]) -> int:
+    """130 if any target was interrupted; 2 if every failed target failed on bad input (a
+    SpecError found before it built anything, e.g. no AMI matches source_ami_filter), as
+    for a spec error found at load time; otherwise 1, a build failed."""
+    codes = {err.exit_code for err in errors.values()}
+    if 130 in codes:
+        return 130
+    return 2 if codes == {2} else 1
 
 
 def _sigterm_to_interrupt(_signum: int, _frame: object) -> None:
@@ -250,38 +266,53 @@ def gc(
         list[str] | None,
         typer.Option(
             "--aws-region",
-            help="Also sweep this EC2 region for build instances, security groups and key pairs "
-            "tagged imgpipe:build-id whose journal is gone (repeatable).",
+            help="Also sweep this EC2 region for build instances, security groups, key pairs, "
+            "unpublished AMIs and snapshots and aws-import tasks tagged imgpipe:build-id whose "
+            "journal is gone (repeatable).",
         ),
     ] = None,
     older_than_hours: Annotated[
         float | None,
-        typer.Option("--older-than", help="With --aws-region: only builds started this many hours ago [6]."),
+        typer.Option(
+            "--older-than",
+            help="Only builds started this many hours ago (journal: default any age; --aws-region: 6).",
+        ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="With --aws-region: list, remove nothing.")
+        bool, typer.Option("--dry-run", help="List what would be removed and why; change nothing.")
     ] = False,
 ) -> None:
     """Remove temporary resources left by killed builds (or kept by --on-error abort)."""
-    from imgpipe.journal import collect
+    from imgpipe.gc import apply_journal, plan_journal
     from imgpipe.paths import state_dir
 
+    older_than_s = None if older_than_hours is None else older_than_hours * 3600
+    plan = plan_journal(state_dir() / "journal", build, older_than_s)
+    verb = "would remove" if dry_run else "removing"
+    for action in plan.removals:
+        typer.echo(f"{verb} build {action.build_id} target {action.target} ({action.reason}):")
+        for res in action.resources:
+            typer.echo(f"  {res['kind']} {_describe_args(res['args'])}")
+    for action in plan.kept:
+        typer.echo(f"keeping build {action.build_id} target {action.target}: {action.reason}")
+    failures = []
+    if not dry_run:
+        removed, failures = apply_journal(plan)
+        for action in removed:
+            count = len(action.resources)
+            typer.echo(f"removed {count} resource(s) of build {action.build_id} target {action.target}")
+        for failure in failures:
+            typer.echo(f"error: {failure}", err=True)
     if aws_region:
         _sweep_aws(aws_region, 6.0 if older_than_hours is None else older_than_hours, dry_run)
-        if dry_run:
-            return
-    removed, failures = collect(state_dir() / "journal", build)
-    for orphan in removed:
-        rec = orphan.record
-        typer.echo(
-            f"removed {len(rec['resources'])} resource(s) of build {rec['build_id']} target {rec['target']}"
-        )
-    for failure in failures:
-        typer.echo(f"error: {failure}", err=True)
-    if not removed and not failures:
+    elif not plan.journal:
         typer.echo("nothing to remove")
     if failures:
         raise typer.Exit(1)
+
+
+def _describe_args(args: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items())
 
 
 def _sweep_aws(regions: list[str], older_than_hours: float, dry_run: bool) -> None:

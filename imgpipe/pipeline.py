@@ -16,9 +16,9 @@ from typing import Any
 from imgpipe import __version__
 from imgpipe.builders import builder_class
 from imgpipe.builders.base import Artifact, Builder, SSHEndpoint, TargetContext
-from imgpipe.builders.sshkeys import key_fingerprint
+from imgpipe.builders.sshkeys import BUILD_USER, key_fingerprint
 from imgpipe.capture import finalize
-from imgpipe.errors import BuildError, ImgpipeError, Interrupted
+from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError
 from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
@@ -137,6 +137,7 @@ class TargetBake:
                 "build_key": key_fingerprint(endpoint.authorized_key),
             }
             self.provision(endpoint)
+            self.close_build_network()
             self.seal(endpoint)
             with emit.stage("shutdown"):
                 self.builder.stop()
@@ -150,8 +151,9 @@ class TargetBake:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
             for failure in ctx.undo.run():  # what could not be undone stays in the journal
                 emit("error", message=f"could not undo {failure}")
+            # bad input (a SpecError, found before the VM exists) leaves nothing to debug
             if self.options.on_error == OnError.abort and not isinstance(
-                exc, Interrupted | KeyboardInterrupt
+                exc, Interrupted | KeyboardInterrupt | SpecError
             ):
                 ctx.resources.keep()
                 emit("kept", hint=self.builder.debug_hint())
@@ -172,6 +174,14 @@ class TargetBake:
                 self.session.run("provision", plays, _extravars(self.ctx, self.options.variables))
         _checkpoint(self.ctx)
 
+    def close_build_network(self) -> None:
+        """What a builder opened only for provisioning (the build VM's package proxy) goes
+        before the seal, so no image carries it. Optional in the builder protocol."""
+        finish = getattr(self.builder, "finish_provisioning", None)
+        if finish is not None:
+            finish()
+        _checkpoint(self.ctx)
+
     def seal(self, endpoint: SSHEndpoint) -> None:
         from imgpipe.provision import seal_plays
 
@@ -186,6 +196,9 @@ class TargetBake:
                     {
                         "imgpipe_seal_skip": [s.value for s in seal.skip],
                         "imgpipe_build_authorized_key": endpoint.authorized_key,
+                        # deleted by the seal only if it is imgpipe's own temporary user
+                        "imgpipe_build_user": endpoint.user if endpoint.user == BUILD_USER else "",
+                        "imgpipe_build_host_keys": [key.split()[1] for key in endpoint.host_keys],
                         "imgpipe_seal_datasources": cloud_datasources(self.ctx.loaded, self.ctx.target),
                     },
                 )

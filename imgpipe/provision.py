@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from imgpipe.builders.base import SSHEndpoint, TargetContext
+from imgpipe.builders.sshkeys import close_control_masters, ssh_path_option
 from imgpipe.errors import Interrupted, ProvisionError, SpecError
 from imgpipe.journal import remove_path
 from imgpipe.roles import roles_path
@@ -79,24 +81,27 @@ def _venv_path() -> str:
 
 
 def inventory(target: str, ep: SSHEndpoint) -> dict[str, Any]:
-    pinned = (
-        f"-o UserKnownHostsFile={ep.known_hosts} -o StrictHostKeyChecking=yes "
-        "-o IdentitiesOnly=yes -o ConnectTimeout=15"
+    """One host, reached with the pinned host key and no ssh config but ours. Ansible
+    splits the common args like a shell, so paths (which may hold spaces) are quoted."""
+    pinned = " ".join(
+        [
+            "-F /dev/null",
+            "-o",
+            shlex.quote(ssh_path_option("UserKnownHostsFile", ep.known_hosts)),
+            "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o ConnectTimeout=15",
+        ]
     )
-    return {
-        "all": {
-            "hosts": {
-                target: {
-                    "ansible_host": ep.host,
-                    "ansible_port": ep.port,
-                    "ansible_user": ep.user,
-                    "ansible_ssh_private_key_file": str(ep.private_key),
-                    "ansible_ssh_common_args": pinned,
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                }
-            }
-        }
+    host: dict[str, Any] = {
+        "ansible_host": ep.host,
+        "ansible_port": ep.port,
+        "ansible_user": ep.user,
+        "ansible_ssh_private_key_file": str(ep.private_key),
+        "ansible_ssh_common_args": pinned,
+        "ansible_python_interpreter": "/usr/bin/python3",
     }
+    if ep.user != "root":
+        host["ansible_become"] = True  # roles run as root, as they would over a root login
+    return {"all": {"hosts": {target: host}}}
 
 
 class _Progress:
@@ -216,19 +221,6 @@ class AnsibleSession:
             "ANSIBLE_LOCAL_TEMP": str(self.pdd / "tmp"),
             "ANSIBLE_COLLECTIONS_PATH": str(self.collections),
         }
-
-
-def close_control_masters(path: str) -> None:
-    """Cleaner: end ControlPersist ssh masters so no ssh process outlives the build."""
-    for sock in Path(path).glob("*"):
-        subprocess.run(
-            ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "imgpipe-build"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-            check=False,
-        )
-    remove_path(path)
 
 
 def seal_plays(ctx: TargetContext) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ forwarded port); the tests use them to reach a stand-in for the instance on loop
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import string
 import time
 import urllib.request
@@ -26,7 +27,14 @@ from imgpipe.aws import images as amis
 from imgpipe.aws.errors import error_code
 from imgpipe.aws.session import AwsSession, AwsSettings
 from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
-from imgpipe.builders.sshkeys import build_vm_user_data, generate_ed25519, wait_for_ssh, write_known_hosts
+from imgpipe.builders.sshkeys import (
+    BUILD_USER,
+    build_vm_user_data,
+    generate_ed25519,
+    generate_host_keys,
+    wait_for_ssh,
+    write_known_hosts,
+)
 from imgpipe.errors import BuildError, Interrupted, SpecError
 from imgpipe.publish.ami import AmiPublisher, PublishSettings
 from imgpipe.publish.rollback import step
@@ -88,7 +96,11 @@ class AwsBuilderSettings(BaseModel):
         default_factory=list,
         description="Who may reach SSH; default: this machine's public address (public_ip) or the VPC.",
     )
-    ssh_user: str = Field("root", description="SSH user; imgpipe's cloud-config authorizes the key for root.")
+    ssh_user: str = Field(
+        BUILD_USER,
+        description="SSH user imgpipe's cloud-config authorizes the build key for: by default a temporary "
+        "user with sudo that the seal deletes (survives roles that turn off root login); root works too.",
+    )
     ssh_host: str | None = Field(None, description="Connect here instead of the instance (a tunnel).")
     ssh_port: int = Field(22, ge=1, le=65535, description="SSH port (opened in the security group).")
     ssh_timeout_s: int = Field(900, ge=10, description="How long to wait for SSH once the instance runs.")
@@ -120,6 +132,10 @@ class AwsBuilderSettings(BaseModel):
         unknown = fields - AMI_NAME_FIELDS
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}; use {sorted(AMI_NAME_FIELDS)}")
+        literal = "".join(text for text, _, _, _ in string.Formatter().parse(value))
+        refused = dict.fromkeys(c for c in literal if c not in AMI_NAME_CHARS)
+        if refused:
+            raise ValueError(f"AWS refuses {', '.join(map(repr, refused))} in AMI names; use {AMI_NAME_RULE}")
         return value
 
     @field_validator("ssh_cidrs")
@@ -178,6 +194,7 @@ class AwsBuilder:
         return self.ctx.resources.track(kind, cleaner, **self._cleaner_args(**args))
 
     def prepare(self) -> dict[str, object]:
+        self.image_name()  # a bad rendered ami_name is a SpecError here, before anything exists
         self.session = self.make_session()
         with self._step("source"):
             image = self._find_source()
@@ -207,14 +224,14 @@ class AwsBuilder:
         found = self.ec2.describe_images(Owners=f.owners, Filters=filters)["Images"]
         if not found:
             raise SpecError(
-                f"target {self.ctx.target}: no AMI named {f.name!r} ({f.architecture}) owned by "
+                f"no AMI named {f.name!r} ({f.architecture}) owned by "
                 f"{', '.join(f.owners)} in {self.region}",
                 hint="check source_ami_filter's name pattern, owners and the region",
             )
         if len(found) > 1 and not f.most_recent:
             names = ", ".join(sorted(i.get("Name", i["ImageId"]) for i in found)[:5])
             raise SpecError(
-                f"target {self.ctx.target}: {len(found)} AMIs match {f.name!r}: {names}",
+                f"{len(found)} AMIs match {f.name!r}: {names}",
                 hint="narrow the name pattern, or set most_recent: true",
             )
         return max(found, key=lambda i: i.get("CreationDate", ""))  # type: ignore[no-any-return]
@@ -222,7 +239,8 @@ class AwsBuilder:
     def launch(self) -> SSHEndpoint:
         wd = self.ctx.workdir
         client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
-        host = generate_ed25519(wd / "host_key", f"imgpipe-host-{self.ctx.build_id}")
+        host_keys = generate_host_keys(wd, f"imgpipe-host-{self.ctx.build_id}")
+        host = host_keys["ed25519"]
         with self._step("key pair"):
             self._journal("aws-key-pair", buildres.remove_key_pair, key_name=self.name)
             args = {
@@ -243,8 +261,11 @@ class AwsBuilder:
             subnet_id, vpc_id = self._network()
             group_id = self._security_group(vpc_id)
         with self._step("launch"):
-            instance = self._run_instance(subnet_id, group_id, build_vm_user_data(client, host))
-        host.private.unlink()  # the instance has it now (user data); the seal replaces it
+            others = {t: k for t, k in host_keys.items() if t != "ed25519"}
+            user_data = build_vm_user_data(client, host, user=self.settings.ssh_user, more_host_keys=others)
+            instance = self._run_instance(subnet_id, group_id, user_data)
+        for key in host_keys.values():  # the instance has them now (user data); the seal removes them
+            key.private.unlink()
         self.instance_id = instance["InstanceId"]
         self.ctx.emit.message(f"instance {self.instance_id} ({self.settings.instance_type}) launched")
         with self._step("wait"):
@@ -267,6 +288,7 @@ class AwsBuilder:
             known_hosts,
             host.fingerprint,
             client.public,
+            tuple(k.public for k in host_keys.values()),
         )
         with self.ctx.emit.stage("boot_to_ssh"), self._step("wait"):
             wait_for_ssh(
@@ -289,7 +311,7 @@ class AwsBuilder:
         vpcs = self.ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
             raise SpecError(
-                f"target {self.ctx.target}: {self.region} has no default VPC",
+                f"{self.region} has no default VPC",
                 hint="set subnet_id (and vpc_id) in the target",
             )
         return None, vpcs[0]["VpcId"]
@@ -305,7 +327,7 @@ class AwsBuilder:
                 address = ipaddress.ip_address(answer.read().decode().strip())
         except (OSError, ValueError) as exc:
             raise SpecError(
-                f"target {self.ctx.target}: could not find this machine's public address ({exc})",
+                f"could not find this machine's public address ({exc})",
                 hint="set ssh_cidrs to the addresses that may reach the build instance",
             ) from None
         return [f"{address}/{address.max_prefixlen}"]
@@ -445,8 +467,8 @@ class AwsBuilder:
         )
         if not 3 <= len(name) <= 128 or not set(name) <= AMI_NAME_CHARS:
             raise SpecError(
-                f"target {ctx.target}: ami_name renders to {name!r}, not a valid AMI name",
-                hint="3-128 characters: letters, digits, spaces and ( ) [ ] . / - ' @ _",
+                f"ami_name renders to {name!r}, not a valid AMI name",
+                hint=f"3-128 characters: {AMI_NAME_RULE}",
             )
         return name
 
@@ -454,15 +476,23 @@ class AwsBuilder:
         """CreateImage, wait, then tag, copy, share and point SSM at it. Every change goes
         on the target's undo stack: the pipeline commits it only once the target succeeded."""
         name = self.image_name()
-        image_tags = {**self.tags, **self.settings.publish.tags, buildres.STATE_TAG: "building"}
-        image_tags.pop("Name", None)  # the AMI's Name tag would say "imgpipe-<build>", not its name
-        ec2, region, undo = self.ec2, self.region, self.ctx.undo
+        ctx, settings = self.ctx, self.settings
+        image_tags = buildres.image_tags(
+            ctx.build_id, ctx.target, ctx.loaded.spec.name, {**settings.run_tags, **settings.publish.tags}
+        )
+        ec2, region, undo, profile = self.ec2, self.region, ctx.undo, settings.aws.profile
         with self._step("create_image"):
-            # pushed (and journaled) by name before it exists: a kill -9 right after still finds it
+            # Pushed (and journaled) before it exists, so a kill -9 right after still finds it:
+            # by name and this build's tag (applied with the create), never by name alone, which
+            # an earlier build's published image may share (an ami_name without {build_id}).
             undo.push(
                 f"AMI {name} in {region}",
-                lambda: amis.remove_images_named(region, name, self.settings.aws.profile),
-                journal=("aws-ami", amis.remove_images_named, self._cleaner_args(name=name)),
+                lambda: amis.remove_images_named(region, name, ctx.build_id, profile),
+                journal=(
+                    "aws-ami",
+                    amis.remove_images_named,
+                    self._cleaner_args(name=name, build_id=ctx.build_id),
+                ),
             )
             image_id = ec2.create_image(
                 InstanceId=self.instance_id,
@@ -510,14 +540,12 @@ class AwsBuilder:
         assert self.session is not None
         for image in images:
             with step("tag", image.region, build=True):
-                self.session.client("ec2", image.region).create_tags(
-                    Resources=[image.image_id, *image.snapshot_ids],
-                    Tags=amis.tag_list({buildres.STATE_TAG: "published"}),
-                )
+                ec2 = self.session.client("ec2", image.region)
+                buildres.mark_published(ec2, [image.image_id, *image.snapshot_ids])
 
     def debug_hint(self) -> str:
         ep = self.endpoint
-        ssh = " ".join(ep.ssh_argv()) if ep else "(the instance never reached SSH)"
+        ssh = shlex.join(ep.ssh_argv()) if ep else "(the instance never reached SSH)"
         return (
             f"build instance {self.instance_id or '(not launched)'} in "
             f"{self.session.region if self.session else '?'} is kept running for debugging.\n"
@@ -527,3 +555,4 @@ class AwsBuilder:
 
 
 AMI_NAME_CHARS = set(string.ascii_letters + string.digits + " ()[]./-'@_")
+AMI_NAME_RULE = "letters, digits, spaces and ( ) [ ] . / - ' @ _"

@@ -29,10 +29,17 @@ class SSHEndpoint:
     known_hosts: Path
     host_key_fingerprint: str
     authorized_key: str  # the build key's public half, removed again by the seal
+    host_keys: tuple[str, ...] = ()  # public halves of the host keys imgpipe injected
 
     def ssh_argv(self, *options: str) -> list[str]:
+        """ssh to the build VM. `-F /dev/null`: the operator's ~/.ssh/config (a ProxyJump,
+        ControlPath or User there) must never steer build traffic."""
+        from imgpipe.builders.sshkeys import ssh_path_option
+
         return [
             "ssh",
+            "-F",
+            "/dev/null",
             *options,
             "-p",
             str(self.port),
@@ -43,7 +50,7 @@ class SSHEndpoint:
             "-o",
             "StrictHostKeyChecking=yes",
             "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
+            ssh_path_option("UserKnownHostsFile", self.known_hosts),
             "-o",
             "BatchMode=yes",
             f"{self.user}@{self.host}",
@@ -105,6 +112,10 @@ class Builder(Protocol):
     def launch(self) -> SSHEndpoint:
         """Start the build VM and return once SSH answers with the pinned host key."""
         ...
+
+    # Optional: `finish_provisioning() -> None`, called after provisioning and before the
+    # seal, undoes what the builder set up only for provisioning (the local builder's
+    # package proxy). Builders without one need nothing.
 
     def stop(self) -> None:
         """Power the VM off cleanly within a deadline, then force it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -12,18 +13,20 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
+from imgpipe.builders.egress_tunnel import close_egress, guest_write_files, open_egress
 from imgpipe.builders.libvirt_domain import Accelerator, DomainPlan, domain_xml, probe_accelerator
 from imgpipe.builders.sshkeys import (
+    BUILD_USER,
     KeyPair,
     build_vm_user_data,
     free_loopback_port,
     generate_ed25519,
+    generate_host_keys,
     wait_for_ssh,
-    wait_until,
     write_known_hosts,
 )
 from imgpipe.capture import ImageFormat, convert_image, sha256_file
-from imgpipe.errors import BuildError, run_command
+from imgpipe.errors import BuildError, Interrupted, run_command
 from imgpipe.journal import remove_path
 
 
@@ -114,25 +117,31 @@ class LibvirtBuilder:
         self.base_format = resolved.format
         return resolved.record
 
-    def _make_seed(self, client: KeyPair, host: KeyPair) -> Path:
+    def _make_seed(self, client: KeyPair, host_keys: dict[str, KeyPair]) -> Path:
         from imgpipe.cloudinit import write_nocloud_seed
 
         seed = self.ctx.workdir / "seed.iso"
+        others = {t: k for t, k in host_keys.items() if t != "ed25519"}
         write_nocloud_seed(
             seed,
             instance_id=f"imgpipe-{self.ctx.build_id}",
             hostname=f"imgpipe-{self.ctx.target}",
-            user_data=build_vm_user_data(client, host),
+            user_data={
+                **build_vm_user_data(client, host_keys["ed25519"], user=BUILD_USER, more_host_keys=others),
+                "write_files": guest_write_files(),
+            },
         )
-        host.private.unlink()  # only the seed needs it now; the seed goes with the workdir
+        for key in host_keys.values():  # only the seed needs them now; it goes with the workdir
+            key.private.unlink()
         return seed
 
     def launch(self) -> SSHEndpoint:
         assert self.base is not None, "prepare() first"
         wd, s = self.ctx.workdir, self.settings
         client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
-        host = generate_ed25519(wd / "host_key", f"imgpipe-host-{self.ctx.build_id}")
-        seed = self._make_seed(client, host)
+        host_keys = generate_host_keys(wd, f"imgpipe-host-{self.ctx.build_id}")
+        host = host_keys["ed25519"]
+        seed = self._make_seed(client, host_keys)
         run_command(
             [
                 "qemu-img",
@@ -158,11 +167,27 @@ class LibvirtBuilder:
         known_hosts = wd / "known_hosts"
         write_known_hosts(known_hosts, "127.0.0.1", port, host)
         self.endpoint = SSHEndpoint(
-            "127.0.0.1", port, "root", client.private, known_hosts, host.fingerprint, client.public
+            "127.0.0.1",
+            port,
+            BUILD_USER,
+            client.private,
+            known_hosts,
+            host.fingerprint,
+            client.public,
+            tuple(k.public for k in host_keys.values()),
         )
         with self.ctx.emit.stage("boot_to_ssh"):
             self._wait_for_ssh(self.endpoint)
+        if not self.ctx.cancel.is_set():
+            open_egress(self.endpoint, self.ctx.resources, self._report_refused)
         return self.endpoint
+
+    def _report_refused(self, text: str) -> None:
+        self.ctx.emit.message(f"package proxy refused {text} (the build VM may reach only the network)")
+
+    def finish_provisioning(self) -> None:
+        assert self.endpoint is not None, "launch() first"
+        close_egress(self.endpoint, self.ctx.resources)
 
     def _start_domain(self, conn: Any, accel: Accelerator, seed: Path) -> int:
         import libvirt
@@ -226,14 +251,22 @@ class LibvirtBuilder:
                 except libvirt.libvirtError:
                     if not dom.isActive():
                         break
-                wait_until(deadline, 1.0)
-            if self._domain_running():
-                self.ctx.emit.message("clean power-off missed its deadline; destroying the VM")
-                remove_domain(self.settings.uri, self.domain_name)
+                if self.ctx.cancel.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+                    raise Interrupted("interrupted during power-off")
         except libvirt.libvirtError:
             pass  # a transient domain vanishes once it is off
         finally:
             conn.close()
+        if self._domain_running():
+            # cache=unsafe: whatever the guest had not flushed is lost, so the disk can't ship
+            remove_domain(self.settings.uri, self.domain_name)
+            raise BuildError(
+                f"the build VM did not power off within {self.settings.shutdown_timeout_s} s, so its "
+                "disk may be inconsistent and no image was captured\n"
+                f"console tail ({self.console_log}):\n{console_tail(self.console_log)}",
+                hint="a role may have disabled ACPI power-off (logind HandlePowerKey, a masked "
+                "poweroff.target); or raise shutdown_timeout_s",
+            )
 
     def capture(self, dest_dir: Path, basename: str) -> Artifact:
         s = self.settings
@@ -245,7 +278,7 @@ class LibvirtBuilder:
 
     def debug_hint(self) -> str:
         ep = self.endpoint
-        ssh = " ".join(ep.ssh_argv()) if ep else "(the VM never reached SSH)"
+        ssh = shlex.join(ep.ssh_argv()) if ep else "(the VM never reached SSH)"
         return (
             f"build VM {self.domain_name} is kept running for debugging.\n"
             f"  reach it:  {ssh}\n"

@@ -45,7 +45,9 @@ class DomainPlan:
 def domain_xml(plan: DomainPlan) -> str:
     dom_type = "kvm" if plan.accelerator == Accelerator.kvm else "qemu"
     uid, gid = os.getuid(), os.getgid()
-    netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22"
+    # restrict=on: the guest reaches nothing by itself (slirp maps 10.0.2.2 to the host's
+    # loopback otherwise); packages come through the SSH-forwarded proxy (egress_tunnel).
+    netdev = f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22"
     return f"""<domain type='{dom_type}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{plan.name}</name>
   <metadata>

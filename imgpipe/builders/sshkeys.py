@@ -63,21 +63,67 @@ def ssh_banner(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_until(deadline: float, interval: float) -> None:
-    time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+BUILD_USER = "imgpipe-build"
+"""The temporary user imgpipe connects as: roles that turn off root login over SSH (most
+hardening roles do) leave imgpipe's later connections working. The seal deletes it."""
+
+# Every key type a distribution's first boot generates, so roles find the machine as they
+# expect (hardening roles set permissions on each). ed25519 is the one imgpipe pins.
+HOST_KEY_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ed25519", ()),
+    ("ecdsa", ("-b", "256")),
+    ("rsa", ("-b", "3072")),
+)
 
 
-def build_vm_user_data(client: KeyPair, host: KeyPair) -> dict[str, Any]:
-    """cloud-config that gives a build VM imgpipe's host key (so it can be pinned before
-    boot) and authorizes the build key for root; the seal removes both again."""
-    return {
-        "ssh_keys": {"ed25519_private": host.private.read_text(), "ed25519_public": host.public},
+def generate_host_keys(directory: Path, comment: str) -> dict[str, KeyPair]:
+    """A full set of host keys, made here rather than in the guest: RSA under emulation
+    would cost seconds of boot time. Returns them by type; "ed25519" is pinned."""
+    keys = {}
+    for keytype, options in HOST_KEY_TYPES:
+        path = directory / f"host_{keytype}"
+        run_command(["ssh-keygen", "-q", "-t", keytype, *options, "-N", "", "-C", comment, "-f", str(path)])
+        keys[keytype] = KeyPair(path, path.with_suffix(".pub").read_text().strip())
+    return keys
+
+
+def build_vm_user_data(
+    client: KeyPair, host: KeyPair, *, user: str = "root", more_host_keys: dict[str, KeyPair] | None = None
+) -> dict[str, Any]:
+    """cloud-config that gives a build VM imgpipe's host keys (the ed25519 one is pinned
+    before boot) and authorizes the build key for `user`: root, or a temporary user with
+    passwordless sudo that the seal deletes."""
+    keys = {"ed25519": host, **(more_host_keys or {})}
+    ssh_keys: dict[str, str] = {}
+    for keytype, pair in keys.items():
+        ssh_keys[f"{keytype}_private"] = pair.private.read_text()
+        ssh_keys[f"{keytype}_public"] = pair.public
+    config: dict[str, Any] = {
+        "ssh_keys": ssh_keys,
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": ["ed25519"],  # present already: generates nothing
+        "ssh_genkeytypes": sorted(keys),  # present already: generates nothing
         "disable_root": False,
-        "users": [],
-        "ssh_authorized_keys": [client.public],
     }
+    if user == "root":
+        config |= {"users": [], "ssh_authorized_keys": [client.public]}
+    else:
+        config["users"] = [
+            {
+                "name": user,
+                "gecos": "imgpipe build user (removed by the seal)",
+                "shell": "/bin/sh",
+                "lock_passwd": True,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": [client.public],
+            }
+        ]
+    return config
+
+
+def ssh_path_option(name: str, path: Path) -> str:
+    """`Name="path"`: ssh splits some option values (UserKnownHostsFile) on whitespace,
+    so a cache dir with a space in it needs the quotes."""
+    return f'{name}="{path}"'
 
 
 def wait_for_ssh(
@@ -111,3 +157,21 @@ def wait_for_ssh(
         f"{timeout:g} s{(': ' + last.splitlines()[-1]) if last else ''}\n{describe()}",
         hint=hint,
     )
+
+
+def close_control_masters(path: str) -> None:
+    """Cleaner: end the ControlPersist/ControlMaster ssh processes whose sockets are in
+    `path`, so no ssh process outlives the build; then remove the directory."""
+    import subprocess
+
+    from imgpipe.journal import remove_path
+
+    for sock in Path(path).glob("*"):
+        subprocess.run(
+            ["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "imgpipe-build"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    remove_path(path)

@@ -10,7 +10,15 @@ import pytest
 
 from tests.conftest import REPO, write
 
-pytestmark = pytest.mark.integration
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test under this directory `integration` (a conftest's `pytestmark` has
+    no effect), so `-m "not integration"` really selects the fast tiers."""
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +73,85 @@ def outside_roles(tmp_path_factory):
         """\
 - name: Sleep for a long time
   ansible.builtin.command: sleep 900
+""",
+    )
+    write(
+        roles / "no_poweroff" / "tasks" / "main.yml",
+        """\
+- name: A logind drop-in directory
+  ansible.builtin.file:
+    path: /etc/systemd/logind.conf.d
+    state: directory
+    mode: "0755"
+- name: Ignore the ACPI power button, as some appliance roles do
+  ansible.builtin.copy:
+    content: "[Login]\\nHandlePowerKey=ignore\\n"
+    dest: /etc/systemd/logind.conf.d/ignore-power-key.conf
+    mode: "0644"
+- name: Restart logind
+  ansible.builtin.command: systemctl restart systemd-logind
+""",
+    )
+    write(
+        roles / "hardening" / "tasks" / "main.yml",
+        """\
+- name: Look for every default host key, as OS/SSH hardening roles do
+  ansible.builtin.stat:
+    path: "/etc/ssh/ssh_host_{{ item }}_key"
+  loop: [rsa, ecdsa, ed25519]
+  register: hardening_host_keys
+- name: Every default host key exists
+  ansible.builtin.assert:
+    that: hardening_host_keys.results | map(attribute='stat.exists') | list == [true, true, true]
+- name: Tighten host key permissions (fails on a missing key, as the real role does)
+  ansible.builtin.file:
+    path: "/etc/ssh/ssh_host_{{ item }}_key"
+    mode: "0600"
+  loop: [rsa, ecdsa, ed25519]
+- name: No root login over SSH
+  ansible.builtin.lineinfile:
+    path: /etc/ssh/sshd_config
+    regexp: "^#?PermitRootLogin"
+    line: PermitRootLogin no
+- name: Restart sshd
+  ansible.builtin.command: systemctl restart ssh
+""",
+    )
+    write(
+        roles / "deploy_user" / "tasks" / "main.yml",
+        """\
+- name: A service user
+  ansible.builtin.user:
+    name: deploy
+    shell: /bin/sh
+- name: Give it the keys that log in now, as some roles do for an admin's keys
+  ansible.builtin.shell: >-
+    install -d -m 700 -o deploy -g deploy /home/deploy/.ssh &&
+    cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys 2>/dev/null
+    > /home/deploy/.ssh/authorized_keys; test -s /home/deploy/.ssh/authorized_keys
+  changed_when: true
+""",
+    )
+    write(
+        roles / "network_probe" / "tasks" / "main.yml",
+        """\
+- name: The host's loopback is out of reach through the gateway (slirp maps 10.0.2.2 to it)
+  ansible.builtin.command: timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{{ probe_port }}'
+  register: probe_gateway
+  failed_when: probe_gateway.rc == 0
+  changed_when: false
+- name: And through the package proxy
+  ansible.builtin.command: >-
+    python3 -c "import urllib.request as u;
+    proxied = u.build_opener(u.ProxyHandler({'http': 'http://127.0.0.1:43128/'}));
+    proxied.open('http://127.0.0.1:{{ probe_port }}/', timeout=20)"
+  environment: {no_proxy: "", NO_PROXY: ""}
+  register: probe_proxy
+  failed_when: probe_proxy.rc == 0 or 'HTTP Error 403' not in probe_proxy.stderr
+  changed_when: false
+- name: Packages still come in (through the proxy)
+  ansible.builtin.command: apt-get update
+  changed_when: false
 """,
     )
     return roles

@@ -2,6 +2,7 @@
 entry; --on-error abort keeps the VM reachable until `imgpipe gc --build`."""
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -86,12 +87,44 @@ def test_on_error_abort_keeps_vm_reachable_until_gc(imgpipe_env, base_image, out
     assert proc.returncode == 1
     build = build_dir_from(proc.stdout)
     reach = next(line for line in proc.stderr.splitlines() if "reach it:" in line)
-    ssh = reach.split("reach it:", 1)[1].split()
+    ssh = shlex.split(reach.split("reach it:", 1)[1])
     assert "StrictHostKeyChecking=yes" in ssh
     assert f"imgpipe gc --build {build.name}" in proc.stderr
     assert leftovers(imgpipe_env, build.name)["domains"] == [f"imgpipe-{build.name}-local"]
     inside = subprocess.run([*ssh, "cat", "/etc/hostname"], capture_output=True, text=True, timeout=120)
     assert inside.returncode == 0, inside.stderr
+    for dry in (["gc", "--dry-run"], ["gc", "--build", build.name, "--dry-run"]):
+        listed = run_imgpipe(imgpipe_env, *dry)
+        assert listed.returncode == 0, listed.stderr
+        assert f"build {build.name} target local" in listed.stdout, listed.stdout
+        assert f"imgpipe-{build.name}-local" in listed.stdout or "kept" in listed.stdout
+        assert leftovers(imgpipe_env, build.name)["domains"] == [f"imgpipe-{build.name}-local"], dry
     gc = run_imgpipe(imgpipe_env, "gc", "--build", build.name)
     assert gc.returncode == 0, gc.stderr
+    assert leftovers(imgpipe_env, build.name) == NOTHING
+
+
+def test_missed_power_off_fails_the_target_and_ships_nothing(
+    imgpipe_env, base_image, outside_roles, tmp_path
+):
+    spec = write(
+        tmp_path / "spec.yml",
+        f"""\
+imgpipe: 1
+name: stuck
+provision:
+  roles_path: [{outside_roles}]
+  roles: [no_poweroff]
+seal: {{enabled: false}}
+targets:
+  local: {{builder: libvirt, disk_gb: 4, shutdown_timeout_s: 10}}
+""",
+    )
+    proc = run_imgpipe(imgpipe_env, "bake", str(spec), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr
+    assert "did not power off within 10 s" in proc.stderr and "console tail" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    build = build_dir_from(proc.stdout)
+    assert list(build.glob("*.qcow2")) == [] and list(build.glob(".*.partial")) == []
+    assert json.loads((build / "manifest.json").read_text())["builds"] == []
     assert leftovers(imgpipe_env, build.name) == NOTHING

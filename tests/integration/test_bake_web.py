@@ -10,6 +10,7 @@ from imgpipe.builders.sshkeys import generate_ed25519, key_fingerprint
 from imgpipe.capture import sha256_file
 from imgpipe.cloudinit import write_nocloud_seed
 from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
+from tests.integration.imagefs import ImageFiles
 from tests.integration.vmboot import BootedImage
 
 
@@ -130,3 +131,27 @@ def test_instance_has_fresh_identity(web_build, tmp_path):
     assert fingerprints == {client.fingerprint}
     assert build_vm["build_key"] not in fingerprints
     assert "Hello from imgpipe" in page
+
+
+def test_the_captured_image_carries_no_build_identity(web_build, tmp_path):
+    """Read the image's files without booting it: what first boot would rewrite anyway
+    must already be gone, so nothing of the build VM depends on cloud-init running."""
+    build_vm = web_build["manifest"]["imgpipe"]["targets"]["local"]["build_vm"]
+    image = ImageFiles(web_build["dir"] / "web-local.qcow2", tmp_path)
+    try:
+        assert image.read("/etc/hostname") == b"localhost\n"
+        assert b"imgpipe-local" not in image.read("/etc/hosts")
+        assert image.read("/etc/machine-id") == b""
+        assert image.read("/var/lib/systemd/random-seed") is None
+        assert not image.listdir("/var/log/journal"), "a journal dir named after the build's machine-id"
+        assert build_vm["machine_id"] not in (image.listdir("/var/log/journal") or [])
+        assert [n for n in image.listdir("/etc/ssh") if n.startswith("ssh_host_")] == []
+        assert image.read("/root/.ssh/authorized_keys") is None
+        assert b"imgpipe-build" not in image.read("/etc/passwd")
+        assert not image.listdir("/var/lib/cloud/instances")
+        # the build network's package proxy settings went with the build
+        assert image.read("/etc/apt/apt.conf.d/00imgpipe-egress") is None
+        assert image.read("/etc/sudoers.d/imgpipe-egress") is None
+        assert b"43128" not in (image.read("/etc/environment") or b"")
+    finally:
+        image.close()

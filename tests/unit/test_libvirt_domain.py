@@ -38,7 +38,7 @@ def test_tcg_domain_type_and_loopback_only_forward():
     root = ET.fromstring(domain_xml(plan()))
     assert root.get("type") == "qemu"
     args = [a.get("value") for a in root.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg")]
-    assert "user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22" in args
+    assert "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in args  # no guest-to-host traffic
     assert root.find("devices/interface") is None  # no libvirt network, no NAT bridge
     assert ET.fromstring(domain_xml(plan(Accelerator.kvm))).get("type") == "kvm"
 
