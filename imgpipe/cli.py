@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from imgpipe import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from imgpipe.errors import ImgpipeError
     from imgpipe.spec.load import LoadedSpec
@@ -271,6 +272,14 @@ def gc(
             "journal is gone (repeatable).",
         ),
     ] = None,
+    aws_bucket: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--aws-bucket",
+            help="Also sweep this S3 bucket (BUCKET or BUCKET/PREFIX/; default prefix imgpipe-import/) "
+            "for aws-import objects and unfinished uploads of old builds (repeatable).",
+        ),
+    ] = None,
     older_than_hours: Annotated[
         float | None,
         typer.Option(
@@ -303,9 +312,12 @@ def gc(
             typer.echo(f"removed {count} resource(s) of build {action.build_id} target {action.target}")
         for failure in failures:
             typer.echo(f"error: {failure}", err=True)
+    sweep_hours = 6.0 if older_than_hours is None else older_than_hours
     if aws_region:
-        _sweep_aws(aws_region, 6.0 if older_than_hours is None else older_than_hours, dry_run)
-    elif not plan.journal:
+        _sweep_aws(aws_region, sweep_hours, dry_run)
+    if aws_bucket:
+        _sweep_buckets(aws_bucket, (aws_region or [None])[0], sweep_hours, dry_run)
+    if not (aws_region or aws_bucket or plan.journal):
         typer.echo("nothing to remove")
     if failures:
         raise typer.Exit(1)
@@ -315,29 +327,63 @@ def _describe_args(args: dict[str, object]) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items())
 
 
-def _sweep_aws(regions: list[str], older_than_hours: float, dry_run: bool) -> None:
-    from imgpipe.aws.session import client_for
-    from imgpipe.aws.sweep import find_leftovers, remove_leftovers
-    from imgpipe.errors import ImgpipeError
+def _running_here() -> set[str]:
+    """Builds whose bake still runs on this machine: never swept."""
     from imgpipe.journal import journals
     from imgpipe.paths import state_dir
+
+    return {str(o.record.get("build_id")) for o in journals(state_dir() / "journal") if o.alive}
+
+
+def _sweep(
+    where: str,
+    region: str | None,
+    service: str,
+    find: Callable[[Any], list[Any]],
+    remove: Callable[[Any, list[Any]], None],
+    dry_run: bool,
+    hours: float,
+) -> None:
+    """Render one sweep: `find(client)` lists leftovers, `remove(client, found)` removes them
+    unless this is a dry run."""
+    from imgpipe.aws.session import client_for
+    from imgpipe.errors import ImgpipeError
     from imgpipe.publish.rollback import step
 
-    running_here = {o.record.get("build_id") for o in journals(state_dir() / "journal") if o.alive}
+    try:
+        with step("gc", region or "", build=True):
+            client = client_for(service, region)  # type: ignore[arg-type]
+            found = find(client)
+            for leftover in found:
+                typer.echo(f"{'would remove' if dry_run else 'removing'} {leftover} in {where}")
+            if found and not dry_run:
+                remove(client, found)
+    except ImgpipeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if not found:
+        typer.echo(f"{where}: no leftover build resources older than {hours:g} h")
+
+
+def _sweep_aws(regions: list[str], hours: float, dry_run: bool) -> None:
+    from imgpipe.aws.sweep import find_leftovers, remove_leftovers
+
+    running = _running_here()
     for region in regions:
-        try:
-            with step("gc", region, build=True):
-                ec2 = client_for("ec2", region)
-                found = find_leftovers(ec2, older_than=older_than_hours * 3600, skip_builds=running_here)
-                for leftover in found:
-                    typer.echo(f"{'would remove' if dry_run else 'removing'} {leftover} in {region}")
-                if found and not dry_run:
-                    remove_leftovers(ec2, found)
-        except ImgpipeError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from None
-        if not found:
-            typer.echo(f"{region}: no leftover build resources older than {older_than_hours:g} h")
+        find = partial(find_leftovers, older_than=hours * 3600, skip_builds=running)
+        _sweep(region, region, "ec2", find, remove_leftovers, dry_run, hours)
+
+
+def _sweep_buckets(buckets: list[str], region: str | None, hours: float, dry_run: bool) -> None:
+    from imgpipe.aws.bucketsweep import find_bucket_leftovers, parse_bucket, remove_bucket_leftovers
+
+    running = _running_here()
+    for value in buckets:
+        bucket, prefix = parse_bucket(value)
+        find = partial(
+            find_bucket_leftovers, bucket=bucket, prefix=prefix, older_than=hours * 3600, skip_builds=running
+        )
+        _sweep(f"s3://{bucket}/{prefix}", region, "s3", find, remove_bucket_leftovers, dry_run, hours)
 
 
 def main() -> None:

@@ -224,8 +224,7 @@ class AwsBuilder:
         found = self.ec2.describe_images(Owners=f.owners, Filters=filters)["Images"]
         if not found:
             raise SpecError(
-                f"no AMI named {f.name!r} ({f.architecture}) owned by "
-                f"{', '.join(f.owners)} in {self.region}",
+                f"no AMI named {f.name!r} ({f.architecture}) owned by {', '.join(f.owners)} in {self.region}",
                 hint="check source_ami_filter's name pattern, owners and the region",
             )
         if len(found) > 1 and not f.most_recent:
