@@ -178,8 +178,7 @@ class LibvirtBuilder:
         )
         with self.ctx.emit.stage("boot_to_ssh"):
             self._wait_for_ssh(self.endpoint)
-        if not self.ctx.cancel.is_set():
-            open_egress(self.endpoint, self.ctx.resources, self._report_refused)
+        open_egress(self.endpoint, self.ctx.resources, self._report_refused)
         return self.endpoint
 
     def _report_refused(self, text: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgpipe.errors import BuildError, run_command
+from imgpipe.errors import BuildError, Interrupted, run_command
 
 if TYPE_CHECKING:
     from imgpipe.builders.base import SSHEndpoint
@@ -135,14 +135,14 @@ def wait_for_ssh(
     describe: Callable[[], str],
     hint: str,
 ) -> None:
-    """Wait until `ssh true` succeeds against the pinned host key. Returns early on cancel
-    (the caller's checkpoint raises); raises BuildError once `still_running()` says the VM
-    is gone or the deadline passes, with `describe()` (e.g. a console tail) appended."""
+    """Wait until `ssh true` succeeds against the pinned host key. Raises Interrupted on
+    cancel, and BuildError once `still_running()` says the VM is gone or the deadline
+    passes, with `describe()` (e.g. a console tail) appended."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if cancel.is_set():
-            return
+            raise Interrupted("interrupted while waiting for SSH")
         if ssh_banner(endpoint.host, endpoint.port):
             try:
                 run_command([*endpoint.ssh_argv("-o", "ConnectTimeout=5"), "true"], timeout=30)
