@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
 from collections.abc import Sequence
 
 
@@ -76,8 +77,18 @@ class CommandError(BuildError):
         self.returncode = returncode
 
 
-def run_command(argv: Sequence[str], *, timeout: float | None = None, input: bytes | None = None) -> str:
-    """Run a command to completion; raise CommandError (with its output tail) on failure."""
+def run_command(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    input: bytes | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Run a command to completion; raise CommandError (with its output tail) on failure.
+    With `cancel`, a long command (a bootstrap) ends within moments of Ctrl-C or SIGTERM:
+    its whole process group is stopped and Interrupted raised."""
+    if cancel is not None:
+        return _run_cancellable(argv, timeout, cancel)
     try:
         proc = subprocess.run(
             list(argv),
@@ -88,12 +99,51 @@ def run_command(argv: Sequence[str], *, timeout: float | None = None, input: byt
             check=False,
         )
     except FileNotFoundError as exc:
-        raise BuildError(
-            f"{argv[0]} is not installed", hint="run ./run once to install system packages"
-        ) from exc
+        raise _not_installed(argv) from exc
     except subprocess.TimeoutExpired as exc:
         raise BuildError(f"command timed out after {timeout} s: {shlex.join(argv)}") from exc
     out = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, out)
+    return out
+
+
+def _not_installed(argv: Sequence[str]) -> BuildError:
+    return BuildError(f"{argv[0]} is not installed", hint="run ./run once to install system packages")
+
+
+def _run_cancellable(argv: Sequence[str], timeout: float | None, cancel: threading.Event) -> str:
+    import os
+    import signal
+    import tempfile
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise _not_installed(argv) from exc
+        while proc.poll() is None:
+            stop = cancel.wait(0.2)
+            if stop or (deadline is not None and time.monotonic() > deadline):
+                os.killpg(proc.pid, signal.SIGTERM)  # mmdebstrap unmounts its chroot on SIGTERM
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                if stop:
+                    raise Interrupted(f"interrupted: {argv[0]}")
+                raise BuildError(f"command timed out after {timeout} s: {shlex.join(argv)}")
+        output.seek(0)
+        out = output.read().decode(errors="replace")
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, out)
     return out

@@ -112,7 +112,7 @@ class LibvirtBuilder:
     def prepare(self) -> dict[str, object]:
         from imgpipe.sources import resolve_source
 
-        resolved = resolve_source(self.ctx.loaded, self.ctx.emit)
+        resolved = resolve_source(self.ctx.loaded, self.ctx.emit, self.ctx.cancel)
         self.base = resolved.path
         self.base_format = resolved.format
         return resolved.record

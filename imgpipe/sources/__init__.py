@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +48,11 @@ def image_format(path: Path) -> str:
     return fmt
 
 
-def resolve_source(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
+def resolve_source(
+    loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None = None
+) -> ResolvedSource:
+    """The image a build starts from. `cancel` (Ctrl-C, SIGTERM) ends a download or a
+    bootstrap within moments."""
     source = loaded.spec.source
     if source.image is not None and source.image.path is not None:
         path = (loaded.directory / source.image.path).resolve()
@@ -59,16 +64,16 @@ def resolve_source(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
         from imgpipe.sources.download import fetch_verified
 
         assert source.image.url and source.image.checksum
-        path = fetch_verified(source.image.url, source.image.checksum, emit)
+        path = fetch_verified(source.image.url, source.image.checksum, emit, cancel)
         return ResolvedSource(
             path,
             image_format(path),
             {"kind": "url", "url": source.image.url, "checksum": source.image.checksum},
         )
-    return _bootstrap(loaded, emit)
+    return _bootstrap(loaded, emit, cancel)
 
 
-def _bootstrap(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
+def _bootstrap(loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None) -> ResolvedSource:
     from imgpipe.sources.bootstrap import BootstrapRecipe, build_base_image, recipe_key
     from imgpipe.spec.model import Bootstrap
 
@@ -95,9 +100,9 @@ def _bootstrap(loaded: LoadedSpec, emit: Emitter) -> ResolvedSource:
         emit.message(f"bootstrapping {recipe.distro} {recipe.suite} (first time; about a minute)")
         workdir = base.parent / f".work-{key[:16]}-{os.getpid()}"
         try:
-            build_base_image(recipe, base, workdir, emit.message)
+            build_base_image(recipe, base, workdir, emit.message, cancel)
         finally:
-            from imgpipe.journal import remove_path
+            from imgpipe.sources.bootstrap import remove_unmounted
 
-            remove_path(str(workdir))
+            remove_unmounted(workdir)
     return ResolvedSource(base, "qcow2", {**record, "cached": False})

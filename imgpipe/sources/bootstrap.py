@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,7 +84,13 @@ def recipe_key(recipe: BootstrapRecipe) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def build_base_image(recipe: BootstrapRecipe, dest: Path, workdir: Path, log: Callable[[str], None]) -> None:
+def build_base_image(
+    recipe: BootstrapRecipe,
+    dest: Path,
+    workdir: Path,
+    log: Callable[[str], None],
+    cancel: threading.Event | None = None,
+) -> None:
     """Build a qcow2 at `dest` (atomically: temp name beside it, then rename)."""
     if recipe.distro != "debian":
         raise BuildError(f"bootstrap supports distro 'debian' only, not {recipe.distro!r}")
@@ -94,7 +101,7 @@ def build_base_image(recipe: BootstrapRecipe, dest: Path, workdir: Path, log: Ca
     partial = dest.with_name(f".{dest.name}.partial")
     root_uuid = str(uuid.uuid4())
     try:
-        _remove(tree)
+        remove_unmounted(tree)
         log(f"mmdebstrap {recipe.suite} into {tree}")
         packages = sorted(set(BASE_PACKAGES) | set(recipe.extra_packages))
         run_command(
@@ -110,6 +117,7 @@ def build_base_image(recipe: BootstrapRecipe, dest: Path, workdir: Path, log: Ca
                 str(tree),
             ],
             timeout=1800,
+            cancel=cancel,
         )
         log("customizing the tree")
         _customize_tree(tree, root_uuid)
@@ -117,17 +125,30 @@ def build_base_image(recipe: BootstrapRecipe, dest: Path, workdir: Path, log: Ca
         _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
         log(f"converting to qcow2 at {dest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        run_command(["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], timeout=600)
+        run_command(
+            ["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], timeout=600, cancel=cancel
+        )
         os.replace(partial, dest)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     finally:
-        _remove(tree)
+        remove_unmounted(tree)
         raw.unlink(missing_ok=True)
 
 
-def _remove(path: Path) -> None:
+def _mounts_under(path: Path) -> list[str]:
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    return [p for p in points if p == real or p.startswith(real + "/")]
+
+
+def remove_unmounted(path: Path) -> None:
+    """Remove a file or a bootstrap tree, never through a mount a killed mmdebstrap left in it
+    (its /dev, /proc or /sys are the host's)."""
+    if mounted := _mounts_under(path):
+        raise BuildError(f"not removing {path}: still mounted there: {', '.join(mounted)}")
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -142,7 +163,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def _symlink(link: Path, target: str) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
-    _remove(link)
+    remove_unmounted(link)
     link.symlink_to(target)
 
 
@@ -182,7 +203,7 @@ def _customize_tree(tree: Path, root_uuid: str) -> None:
     )
     # Identity: a fresh machine-id and fresh SSH host keys on first boot.
     _write(etc / "machine-id", "", 0o444)
-    _remove(tree / "var/lib/dbus/machine-id")
+    remove_unmounted(tree / "var/lib/dbus/machine-id")
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()
     _write(etc / "systemd/system/imgpipe-ssh-hostkeys.service", _HOSTKEY_UNIT)
@@ -220,7 +241,7 @@ def _grub_cfg(tree: Path, root_uuid: str) -> str:
 
 def _make_disk(raw: Path, tree: Path, size: int, root_uuid: str, workdir: Path) -> None:
     """Partition a sparse raw file, fill the partition from the tree, write GRUB."""
-    _remove(raw)
+    remove_unmounted(raw)
     with raw.open("wb") as f:
         f.truncate(size)
     run_command(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgpipe.errors import BuildError
+from imgpipe.errors import BuildError, Interrupted
 from imgpipe.paths import cache_dir
 from imgpipe.sources import cache_lock
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from imgpipe.events import Emitter
 
 
-def fetch_verified(url: str, checksum: str, emit: Emitter) -> Path:
+def fetch_verified(url: str, checksum: str, emit: Emitter, cancel: threading.Event | None = None) -> Path:
     expected = checksum.split(":", 1)[1].lower()
     dest = cache_dir() / "downloads" / f"{expected}.img"
     with cache_lock(dest):
@@ -31,6 +32,8 @@ def fetch_verified(url: str, checksum: str, emit: Emitter) -> Path:
                 total = int(resp.headers.get("Content-Length") or 0)
                 done, reported = 0, -1
                 while chunk := resp.read(1 << 20):
+                    if cancel is not None and cancel.is_set():
+                        raise Interrupted(f"interrupted downloading {url}")
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,46 @@ targets:
     assert list(build.glob("*.qcow2")) == [] and list(build.glob(".*.partial")) == []
     assert json.loads((build / "manifest.json").read_text())["builds"] == []
     assert leftovers(imgpipe_env, build.name) == NOTHING
+
+
+def test_sigterm_during_the_bootstrap_stops_mmdebstrap_and_leaves_nothing(imgpipe_env, tmp_path):
+    """A cold cache: the bake bootstraps its base (a minute of mmdebstrap). SIGTERM ends
+    it within moments: mmdebstrap and its apt children are stopped, no half-made base."""
+    cache = tmp_path / "cold cache"
+    spec = write(tmp_path / "spec.yml", "imgpipe: 1\nname: cold\ntargets:\n  local: {builder: libvirt}\n")
+    env = {**imgpipe_env, "IMGPIPE_CACHE_DIR": str(cache)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgpipe.cli", "bake", str(spec), "--output", str(tmp_path / "out")],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:
+        if "mmdebstrap bookworm into" in line:
+            break
+    else:
+        pytest.fail("the bake never started mmdebstrap")
+    time.sleep(3)
+    assert _processes_under(cache), "mmdebstrap is not running"
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 25  # mmdebstrap gets SIGTERM and cleans up its chroot
+    assert _processes_under(cache) == []
+    assert [p.name for p in (cache / "bases").iterdir() if p.suffix != ".lock"] == []  # no base, no work dir
+
+
+def _processes_under(path) -> list[str]:
+    """Command lines that mention `path` (mmdebstrap and its children name the tree)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in text:
+            found.append(text)
+    return found
