@@ -166,11 +166,18 @@ def collect(journal_dir: Path, build_id: str | None = None) -> tuple[list[Orphan
 
 
 def remove_path(path: str) -> None:
-    """Cleaner for files and directories."""
+    """Cleaner for files and directories. An entry that vanishes meanwhile (an ssh control
+    master removing its socket as it exits) is gone as wanted, not a failure."""
     import shutil
+
+    def vanished_is_fine(
+        _func: object, _name: str, exc_info: tuple[type[BaseException], BaseException, object]
+    ) -> None:
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
 
     p = Path(path)
     if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=False)
+        shutil.rmtree(p, onerror=vanished_is_fine)
     else:
         p.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgpipe import __version__
 from imgpipe.builders import builder_class
@@ -27,6 +27,9 @@ from imgpipe.publish.rollback import Rollback
 from imgpipe.redact import Redactor
 from imgpipe.spec.load import LoadedSpec
 from imgpipe.spec.variables import ResolvedVar
+
+if TYPE_CHECKING:
+    from imgpipe.provision import AnsibleSession
 
 
 class OnError(StrEnum):
@@ -120,6 +123,16 @@ class TargetBake:
     def __init__(self, ctx: TargetContext, builder: Builder, options: BakeOptions, out: Path) -> None:
         self.ctx, self.builder, self.options, self.out = ctx, builder, options, out
         self.record = TargetRecord(ctx.target, builder.builder_type, False, int(time.time()))
+        self._session: AnsibleSession | None = None
+
+    def ansible(self, endpoint: SSHEndpoint) -> AnsibleSession:
+        """The target's Ansible session (private data dir, control sockets, installed
+        requirements), made when something first runs: a bake with no plays makes none."""
+        if self._session is None:
+            from imgpipe.provision import AnsibleSession
+
+            self._session = AnsibleSession(self.ctx, endpoint)
+        return self._session
 
     def run(self) -> None:
         ctx, emit = self.ctx, self.ctx.emit
@@ -165,13 +178,12 @@ class TargetBake:
             self.record.timings = {**emit.timings, "total": round(time.monotonic() - start, 3)}
 
     def provision(self, endpoint: SSHEndpoint) -> None:
-        from imgpipe.provision import AnsibleSession, provision_playbook
+        from imgpipe.provision import provision_playbook
 
-        self.session = AnsibleSession(self.ctx, endpoint)
         plays = provision_playbook(self.ctx.loaded, self.ctx.target)
         with self.ctx.emit.stage("provision"):
             if plays:
-                self.session.run("provision", plays, _extravars(self.ctx, self.options.variables))
+                self.ansible(endpoint).run("provision", plays, _extravars(self.ctx, self.options.variables))
         _checkpoint(self.ctx)
 
     def close_build_network(self) -> None:
@@ -190,7 +202,7 @@ class TargetBake:
             if seal.enabled:
                 # Recorded so a verifier can prove instances do not inherit it.
                 self.record.build_vm["machine_id"] = _read_machine_id(endpoint)
-                self.session.run(
+                self.ansible(endpoint).run(
                     "seal",
                     seal_plays(self.ctx),
                     {
