@@ -152,7 +152,8 @@ class ImageImporter(AwsJob):
         out = tmp / f"{path.stem}.vmdk"
         self.step_name = "convert"
         run_command(
-            ["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(path), str(out)]
+            ["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(path), str(out)],
+            cancel=self.cancel,
         )
         return out, DiskFormat.VMDK
 
