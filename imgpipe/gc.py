@@ -3,6 +3,7 @@ so `--dry-run` prints exactly what a real run would do and changes nothing anywh
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,6 @@ from imgpipe.journal import CleanupFailure, Orphan, clean_record, journals
 
 def build_started(build_id: str) -> float | None:
     """Seconds since the epoch from `20261127T053122Z-dc0ed0`; None if not an imgpipe id."""
-    import calendar
-
     try:
         return float(calendar.timegm(time.strptime(build_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")))
     except ValueError:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgpipe.errors import BuildError
+
 Cleaner = Callable[..., None]
 
 
@@ -90,7 +92,7 @@ class Resources:
 
     def close_kind(self, kind: str) -> None:
         """Remove every resource of one kind now (e.g. a tunnel no longer needed), newest
-        first; raises if one can't be removed, leaving it journaled."""
+        first; raises BuildError if one can't be removed, leaving it journaled."""
         with self._lock:
             chosen = [r for r in self._record["resources"] if r["kind"] == kind]
         failures = clean_record({"resources": chosen})
@@ -99,7 +101,7 @@ class Resources:
             self._record["resources"] = [r for r in self._record["resources"] if r["id"] not in gone]
             _write_atomic(self.path, self._record)
         if failures:
-            raise RuntimeError("; ".join(str(f) for f in failures))
+            raise BuildError("; ".join(str(f) for f in failures))
 
     def keep(self) -> None:
         """Leave everything in place for debugging; `imgpipe gc --build` removes it later."""

@@ -260,8 +260,7 @@ class AwsBuilder:
             subnet_id, vpc_id = self._network()
             group_id = self._security_group(vpc_id)
         with self._step("launch"):
-            others = {t: k for t, k in host_keys.items() if t != "ed25519"}
-            user_data = build_vm_user_data(client, host, user=self.settings.ssh_user, more_host_keys=others)
+            user_data = build_vm_user_data(client, host_keys, user=self.settings.ssh_user)
             instance = self._run_instance(subnet_id, group_id, user_data)
         for key in host_keys.values():  # the instance has them now (user data); the seal removes them
             key.private.unlink()

@@ -121,13 +121,12 @@ class LibvirtBuilder:
         from imgpipe.cloudinit import write_nocloud_seed
 
         seed = self.ctx.workdir / "seed.iso"
-        others = {t: k for t, k in host_keys.items() if t != "ed25519"}
         write_nocloud_seed(
             seed,
             instance_id=f"imgpipe-{self.ctx.build_id}",
             hostname=f"imgpipe-{self.ctx.target}",
             user_data={
-                **build_vm_user_data(client, host_keys["ed25519"], user=BUILD_USER, more_host_keys=others),
+                **build_vm_user_data(client, host_keys, user=BUILD_USER),
                 "write_files": guest_write_files(),
             },
         )

@@ -88,20 +88,19 @@ def generate_host_keys(directory: Path, comment: str) -> dict[str, KeyPair]:
 
 
 def build_vm_user_data(
-    client: KeyPair, host: KeyPair, *, user: str = "root", more_host_keys: dict[str, KeyPair] | None = None
+    client: KeyPair, host_keys: dict[str, KeyPair], *, user: str = "root"
 ) -> dict[str, Any]:
     """cloud-config that gives a build VM imgpipe's host keys (the ed25519 one is pinned
     before boot) and authorizes the build key for `user`: root, or a temporary user with
     passwordless sudo that the seal deletes."""
-    keys = {"ed25519": host, **(more_host_keys or {})}
     ssh_keys: dict[str, str] = {}
-    for keytype, pair in keys.items():
+    for keytype, pair in host_keys.items():
         ssh_keys[f"{keytype}_private"] = pair.private.read_text()
         ssh_keys[f"{keytype}_public"] = pair.public
     config: dict[str, Any] = {
         "ssh_keys": ssh_keys,
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": sorted(keys),  # present already: generates nothing
+        "ssh_genkeytypes": sorted(host_keys),  # present already: generates nothing
         "disable_root": False,
     }
     if user == "root":

@@ -11,8 +11,7 @@ from imgpipe.builders.sshkeys import BUILD_USER, build_vm_user_data, generate_ed
 def test_build_user_gets_the_key_and_root_does_not(tmp_path):
     client = generate_ed25519(tmp_path / "client", "c")
     keys = generate_host_keys(tmp_path, "h")
-    others = {t: k for t, k in keys.items() if t != "ed25519"}
-    config = build_vm_user_data(client, keys["ed25519"], user=BUILD_USER, more_host_keys=others)
+    config = build_vm_user_data(client, keys, user=BUILD_USER)
     assert sorted(config["ssh_genkeytypes"]) == ["ecdsa", "ed25519", "rsa"]
     for keytype, pair in keys.items():
         assert config["ssh_keys"][f"{keytype}_public"] == pair.public
@@ -26,7 +25,7 @@ def test_build_user_gets_the_key_and_root_does_not(tmp_path):
 def test_root_login_only_when_asked(tmp_path):
     client = generate_ed25519(tmp_path / "client", "c")
     host = generate_ed25519(tmp_path / "host", "h")
-    config = build_vm_user_data(client, host, user="root")
+    config = build_vm_user_data(client, {"ed25519": host}, user="root")
     assert config["users"] == [] and config["ssh_authorized_keys"] == [client.public]
 
 

@@ -11,6 +11,10 @@ BUILD_USER="${3:-}"  # imgpipe's temporary user, deleted here; empty: none
 HOST_KEY_BLOBS="${4:-}"
 BUILD_HOSTNAME=$(hostname)
 
+homes() {  # every user's home, once
+  getent passwd | cut -d: -f6 | sort -u
+}
+
 want() {
   case "$SKIP" in *" $1 "*) echo "seal: skip $1"; return 1 ;; esac
   echo "seal: $1"
@@ -55,7 +59,7 @@ if want hostname; then
 fi
 
 if want build_key && [ -n "$BUILD_KEY_BLOB" ]; then
-  getent passwd | cut -d: -f6 | sort -u | while read -r home; do
+  homes | while read -r home; do
     keys="$home/.ssh/authorized_keys"
     [ -f "$keys" ] || continue
     grep -vF -- "$BUILD_KEY_BLOB" "$keys" > "$keys.imgpipe" || true
@@ -84,7 +88,7 @@ if want build_key && [ -n "$BUILD_KEY_BLOB" ]; then
 fi
 
 if want shell_history; then
-  getent passwd | cut -d: -f6 | sort -u | while read -r home; do
+  homes | while read -r home; do
     rm -f "$home/.bash_history" "$home/.lesshst" "$home/.viminfo" "$home/.python_history" "$home/.sh_history"
   done
 fi
