@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import signal
 import sys
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from imgpipe import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Iterator, Mapping
 
     from imgpipe.errors import ImgpipeError
+    from imgpipe.gc import Sweep
     from imgpipe.spec.load import LoadedSpec
     from imgpipe.spec.variables import ResolvedVar
 
@@ -292,11 +292,18 @@ def gc(
     ] = False,
 ) -> None:
     """Remove temporary resources left by killed builds (or kept by --on-error abort)."""
-    from imgpipe.gc import apply_journal, plan_journal
+    from imgpipe.gc import (
+        SWEEP_MIN_AGE_H,
+        apply_journal,
+        plan_bucket_sweeps,
+        plan_journal,
+        plan_region_sweeps,
+    )
     from imgpipe.paths import state_dir
 
+    journal_dir = state_dir() / "journal"
     older_than_s = None if older_than_hours is None else older_than_hours * 3600
-    plan = plan_journal(state_dir() / "journal", build, older_than_s)
+    plan = plan_journal(journal_dir, build, older_than_s)
     verb = "would remove" if dry_run else "removing"
     for action in plan.removals:
         typer.echo(f"{verb} build {action.build_id} target {action.target} ({action.reason}):")
@@ -312,11 +319,13 @@ def gc(
             typer.echo(f"removed {count} resource(s) of build {action.build_id} target {action.target}")
         for failure in failures:
             typer.echo(f"error: {failure}", err=True)
-    sweep_hours = 6.0 if older_than_hours is None else older_than_hours
+    sweep_hours = SWEEP_MIN_AGE_H if older_than_hours is None else older_than_hours
     if aws_region:
-        _sweep_aws(aws_region, sweep_hours, dry_run)
+        _render_sweeps(plan_region_sweeps(aws_region, sweep_hours, journal_dir), sweep_hours, dry_run)
     if aws_bucket:
-        _sweep_buckets(aws_bucket, (aws_region or [None])[0], sweep_hours, dry_run)
+        bucket_region = (aws_region or [None])[0]
+        sweeps = plan_bucket_sweeps(aws_bucket, bucket_region, sweep_hours, journal_dir)
+        _render_sweeps(sweeps, sweep_hours, dry_run)
     if not (aws_region or aws_bucket or plan.journal):
         typer.echo("nothing to remove")
     if failures:
@@ -327,63 +336,20 @@ def _describe_args(args: dict[str, object]) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items())
 
 
-def _running_here() -> set[str]:
-    """Builds whose bake still runs on this machine: never swept."""
-    from imgpipe.journal import journals
-    from imgpipe.paths import state_dir
-
-    return {str(o.record.get("build_id")) for o in journals(state_dir() / "journal") if o.alive}
-
-
-def _sweep(
-    where: str,
-    region: str | None,
-    service: str,
-    find: Callable[[Any], list[Any]],
-    remove: Callable[[Any, list[Any]], None],
-    dry_run: bool,
-    hours: float,
-) -> None:
-    """Render one sweep: `find(client)` lists leftovers, `remove(client, found)` removes them
-    unless this is a dry run."""
-    from imgpipe.aws.session import client_for
+def _render_sweeps(sweeps: Iterator[Sweep], hours: float, dry_run: bool) -> None:
     from imgpipe.errors import ImgpipeError
-    from imgpipe.publish.rollback import step
 
     try:
-        with step("gc", region or "", build=True):
-            client = client_for(service, region)  # type: ignore[arg-type]
-            found = find(client)
-            for leftover in found:
-                typer.echo(f"{'would remove' if dry_run else 'removing'} {leftover} in {where}")
-            if found and not dry_run:
-                remove(client, found)
+        for sweep in sweeps:
+            for leftover in sweep.found:
+                typer.echo(f"{'would remove' if dry_run else 'removing'} {leftover} in {sweep.where}")
+            if not sweep.found:
+                typer.echo(f"{sweep.where}: no leftover build resources older than {hours:g} h")
+            elif not dry_run:
+                sweep.apply()
     except ImgpipeError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    if not found:
-        typer.echo(f"{where}: no leftover build resources older than {hours:g} h")
-
-
-def _sweep_aws(regions: list[str], hours: float, dry_run: bool) -> None:
-    from imgpipe.aws.sweep import find_leftovers, remove_leftovers
-
-    running = _running_here()
-    for region in regions:
-        find = partial(find_leftovers, older_than=hours * 3600, skip_builds=running)
-        _sweep(region, region, "ec2", find, remove_leftovers, dry_run, hours)
-
-
-def _sweep_buckets(buckets: list[str], region: str | None, hours: float, dry_run: bool) -> None:
-    from imgpipe.aws.bucketsweep import find_bucket_leftovers, parse_bucket, remove_bucket_leftovers
-
-    running = _running_here()
-    for value in buckets:
-        bucket, prefix = parse_bucket(value)
-        find = partial(
-            find_bucket_leftovers, bucket=bucket, prefix=prefix, older_than=hours * 3600, skip_builds=running
-        )
-        _sweep(f"s3://{bucket}/{prefix}", region, "s3", find, remove_bucket_leftovers, dry_run, hours)
 
 
 def main() -> None:

@@ -4,26 +4,25 @@ on success, failure, Ctrl-C or SIGTERM; a failed target never leaves an image.""
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgpipe import __version__
 from imgpipe.builders import builder_class
-from imgpipe.builders.base import Artifact, Builder, SSHEndpoint, TargetContext
+from imgpipe.builders.base import Builder
 from imgpipe.builders.sshkeys import BUILD_USER, key_fingerprint
 from imgpipe.capture import finalize
+from imgpipe.core import Artifact, ImageFile, Rollback, SSHEndpoint, TargetContext, checkpoint, new_build_id
 from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError
 from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
 from imgpipe.paths import cache_dir, state_dir
-from imgpipe.publish.rollback import Rollback
 from imgpipe.redact import Redactor
 from imgpipe.spec.load import LoadedSpec
 from imgpipe.spec.variables import ResolvedVar
@@ -81,13 +80,8 @@ def _as_imgpipe_error(exc: BaseException) -> ImgpipeError:
     return BuildError(f"unexpected {type(exc).__name__}: {exc}")
 
 
-def new_build_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
 def _checkpoint(ctx: TargetContext) -> None:
-    if ctx.cancel.is_set():
-        raise Interrupted("interrupted")
+    checkpoint(ctx.cancel)
 
 
 def _extravars(ctx: TargetContext, variables: dict[str, ResolvedVar]) -> dict[str, Any]:
@@ -99,14 +93,13 @@ def _extravars(ctx: TargetContext, variables: dict[str, ResolvedVar]) -> dict[st
 
 def cloud_datasources(loaded: LoadedSpec, target: str) -> list[str]:
     """cloud-init datasources the target's image needs for the clouds its publishers
-    put it in (each publisher class names them), in spec order, without repeats."""
+    put it in (each publisher class names them), in run order, without repeats."""
     from imgpipe.publish.base import publisher_class
 
     needed = [
         ds
-        for settings in loaded.publish.values()
-        if getattr(settings, "source", None) == target
-        for ds in getattr(publisher_class(settings.publisher), "cloud_init_datasources", ())  # type: ignore[attr-defined]
+        for step in loaded.steps_for(target)
+        for ds in getattr(publisher_class(step.publisher), "cloud_init_datasources", ())
     ]
     return list(dict.fromkeys(needed))
 
@@ -158,8 +151,7 @@ class TargetBake:
             with emit.stage("capture"):
                 artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
             _checkpoint(ctx)
-            self.publish(artifact)
-            self.finish(artifact)
+            self.finish(self.publish(artifact))
         except BaseException as exc:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
             for failure in ctx.undo.run():  # what could not be undone stays in the journal
@@ -216,36 +208,43 @@ class TargetBake:
                 )
         _checkpoint(self.ctx)
 
-    def publish(self, artifact: Artifact) -> None:
-        """Run the spec's publishers that take this target's image, before the local
-        image is final: a failed publish fails the target and leaves no image."""
+    def publish(self, artifact: Artifact) -> Artifact:
+        """Run the publish steps that start from this target's artifact, in the spec's
+        order, before anything is final: a failed publish fails the target and leaves no
+        image. Returns the target's artifact, as its `publish:` shorthand refined it."""
         from imgpipe.publish.base import publisher_class
 
-        for name, settings in self.ctx.loaded.publish.items():
-            if getattr(settings, "source", None) != self.ctx.target:
-                continue
-            if artifact.partial is None:  # load_spec refuses this; a third-party builder might not say
-                raise BuildError(
-                    f"publish.{name} needs a local image file; target {self.ctx.target} has none"
-                )
-            publisher = publisher_class(settings.publisher)(name, settings, self.ctx)  # type: ignore[attr-defined]
-            with self.ctx.emit.stage(f"publish:{name}"):
-                image_name = f"{self.ctx.loaded.spec.name}-{self.ctx.target}-{self.ctx.build_id}"
-                self.record.published.append(publisher.publish(artifact.partial, image_name))
+        made: dict[str, Artifact] = {self.ctx.target: artifact}
+        for step in self.ctx.loaded.steps_for(self.ctx.target):
+            publisher = publisher_class(step.publisher)(step.name, step.settings, self.ctx)
+            with self.ctx.emit.stage(f"publish:{step.name}"):
+                publication = publisher.publish(made[step.source])
             _checkpoint(self.ctx)
+            if publication.artifact is not None:
+                made[step.source if step.refines else step.name] = publication.artifact
+            if not step.refines:
+                self.record.published.append(publication)
+            elif step.source != self.ctx.target:  # a publisher's shorthand: its record shows the result
+                self.record.published = [
+                    replace(p, artifact_id=publication.artifact_id, data=publication.data)
+                    if p.publisher == step.source
+                    else p
+                    for p in self.record.published
+                ]
+        return made[self.ctx.target]
 
     def finish(self, artifact: Artifact) -> None:
         """The target succeeded: the image becomes the product (a final file name, or
         cloud images released from the journal so cleanup no longer removes them)."""
-        if artifact.partial is not None:
+        if isinstance(artifact, ImageFile):
             with open(self.out / "SHA256SUMS", "a") as sums:
                 sums.write(f"{artifact.sha256}  {artifact.name}\n")
             finalize(artifact.partial, self.out / artifact.name)
             self.record.files = [{"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256}]
         self.ctx.undo.commit()
         self.record.ok = True
-        self.record.artifact_id = artifact.artifact_id or artifact.name
-        self.record.data = artifact.data
+        self.record.artifact_id = artifact.artifact_id
+        self.record.data = artifact.manifest_data()
 
 
 def _inputs(loaded: LoadedSpec) -> dict[str, Any]:

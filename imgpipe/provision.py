@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from imgpipe.builders.base import SSHEndpoint, TargetContext
-from imgpipe.builders.sshkeys import close_control_masters, ssh_path_option
+from imgpipe.core.context import TargetContext
+from imgpipe.core.ssh import SSHEndpoint, close_control_masters, ssh_path_option
 from imgpipe.errors import Interrupted, ProvisionError, SpecError
 from imgpipe.journal import remove_path
 from imgpipe.roles import roles_path

@@ -6,13 +6,18 @@ exists still removes it after a kill -9 (`imgpipe gc`), and removing twice is ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from imgpipe.aws.errors import AwsWaitError, error_code, is_not_found
+from imgpipe.aws.errors import AwsWaitError, error_code, is_not_found, step
 from imgpipe.aws.images import tag_list
+
+if TYPE_CHECKING:
+    from imgpipe.aws.session import AwsSession
+    from imgpipe.core.artifact import RegionImage
+    from imgpipe.core.undo import Rollback
 
 BUILD_TAG = "imgpipe:build-id"
 TARGET_TAG = "imgpipe:target"
@@ -168,3 +173,18 @@ def remove_key_pair(region: str, key_name: str, profile: str | None = None) -> N
     from imgpipe.aws.session import client_for
 
     delete_key_pair(client_for("ec2", region, profile), key_name)
+
+
+def mark_published_on_commit(
+    undo: Rollback, session: AwsSession, images: Iterable[RegionImage], *, build: bool = False
+) -> None:
+    """Once the whole target succeeded, tag what this step made `published`: from then on no
+    sweep takes it for a leftover. A failure there fails the target, which then undoes it all."""
+    images = tuple(images)
+
+    def mark() -> None:
+        for image in images:
+            with step("tag", image.region, build=build):
+                mark_published(session.client("ec2", image.region), [image.image_id, *image.snapshot_ids])
+
+    undo.on_commit(mark)

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.errors import SpecError
+
+if TYPE_CHECKING:
+    from imgpipe.core.context import TargetContext
 
 
 class RetryMode(StrEnum):
@@ -132,3 +136,12 @@ class AwsSession:
 def client_for(service: str, region: str, profile: str | None = None) -> Any:
     """A client for journal cleaners, which get only JSON arguments (`imgpipe gc`)."""
     return AwsSession(AwsSettings(profile=profile, region=region)).client(service)
+
+
+def shared_session(ctx: TargetContext, settings: AwsSettings, make: Callable[[], AwsSession]) -> AwsSession:
+    """One session per target and settings: a builder and the publishers after it share
+    credentials, the retry budget (adaptive mode's rate) and connection pools."""
+    key = ("aws-session", settings.model_dump_json())
+    if key not in ctx.shared:
+        ctx.shared[key] = make()
+    return ctx.shared[key]  # type: ignore[no-any-return]

@@ -18,7 +18,7 @@ from typing import Any
 
 from imgpipe.aws import buildres, importtasks
 from imgpipe.aws import images as amis
-from imgpipe.gc import build_started
+from imgpipe.core.buildid import build_started
 
 
 @dataclass(frozen=True)

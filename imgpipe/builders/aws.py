@@ -1,6 +1,7 @@
 """Build VMs in EC2: a source AMI (by id or by filters), a temporary key pair and security
 group, one instance whose host key imgpipe generated and pinned before launch; then
-stop, CreateImage, tag the AMI and its snapshots, and publish it (copy, share, SSM).
+stop, CreateImage tagged with the build's tags. The target's `publish:` settings (copy,
+share, SSM) are shorthand for an `ami` publisher from it, which the pipeline runs next.
 
 Each temporary resource is journaled under a name or tag chosen before the create call,
 so cleanup finds it after a failure, Ctrl-C or kill -9. The AMI stays in the journal
@@ -24,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from imgpipe.aws import buildres
 from imgpipe.aws import images as amis
-from imgpipe.aws.errors import error_code
-from imgpipe.aws.session import AwsSession, AwsSettings
-from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
+from imgpipe.aws.distribution import PublishSettings
+from imgpipe.aws.errors import error_code, step
+from imgpipe.aws.session import AwsSession, AwsSettings, shared_session
 from imgpipe.builders.sshkeys import (
     BUILD_USER,
     build_vm_user_data,
@@ -35,9 +36,8 @@ from imgpipe.builders.sshkeys import (
     wait_for_ssh,
     write_known_hosts,
 )
-from imgpipe.errors import BuildError, Interrupted, SpecError
-from imgpipe.publish.ami import AmiPublisher, PublishSettings
-from imgpipe.publish.rollback import step
+from imgpipe.core import AMI, CloudImage, RegionImage, SSHEndpoint, TargetContext, sleep_unless_cancelled
+from imgpipe.errors import BuildError, SpecError
 
 AMI_NAME_FIELDS = {"spec", "target", "build_id", "date"}
 CALLER_ADDRESS_URL = "https://checkip.amazonaws.com"
@@ -116,7 +116,9 @@ class AwsBuilderSettings(BaseModel):
         default_factory=dict, description="Extra tags on the temporary instance, volume, key and group."
     )
     publish: PublishSettings = Field(
-        default_factory=PublishSettings, description="Tags, more regions, sharing, SSM pointer, KMS."
+        default_factory=PublishSettings,
+        description="Tags, more regions, sharing, SSM pointer, KMS: shorthand for an `ami` publisher "
+        "from this target.",
     )
 
     @model_validator(mode="after")
@@ -149,7 +151,8 @@ class AwsBuilderSettings(BaseModel):
 class AwsBuilder:
     Settings: ClassVar[type[BaseModel]] = AwsBuilderSettings
     builder_type: ClassVar[str] = "imgpipe.aws"
-    local_image: ClassVar[bool] = False
+    produces: ClassVar[str] = AMI
+    publish_shorthand: ClassVar[str] = "ami"  # its `publish:` settings are an `ami` publisher's
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
@@ -171,8 +174,7 @@ class AwsBuilder:
 
     def _sleep(self, seconds: float) -> None:
         """Every wait ends early on Ctrl-C/SIGTERM; cleanup then removes what exists."""
-        if self.ctx.cancel.wait(seconds):
-            raise Interrupted("interrupted")
+        sleep_unless_cancelled(self.ctx.cancel, seconds)
 
     @property
     def ec2(self) -> Any:
@@ -195,7 +197,7 @@ class AwsBuilder:
 
     def prepare(self) -> dict[str, object]:
         self.image_name()  # a bad rendered ami_name is a SpecError here, before anything exists
-        self.session = self.make_session()
+        self.session = shared_session(self.ctx, self.settings.aws, self.make_session)
         with self._step("source"):
             image = self._find_source()
         self.source = image
@@ -470,9 +472,10 @@ class AwsBuilder:
             )
         return name
 
-    def capture(self, dest_dir: Path, basename: str) -> Artifact:
-        """CreateImage, wait, then tag, copy, share and point SSM at it. Every change goes
-        on the target's undo stack: the pipeline commits it only once the target succeeded."""
+    def capture(self, dest_dir: Path, basename: str) -> CloudImage:
+        """CreateImage and wait until it is available. The AMI's undo goes on the target's
+        undo stack: the pipeline commits it only once the target succeeded (the `ami`
+        publisher of the `publish:` shorthand then has tagged, copied and shared it)."""
         name = self.image_name()
         ctx, settings = self.ctx, self.settings
         image_tags = buildres.image_tags(
@@ -509,37 +512,19 @@ class AwsBuilder:
                 )
 
         with self._step("wait"):
-            amis.wait_for_images(
+            done = amis.wait_for_images(
                 {region: (ec2, image_id)},
                 timeout=self.settings.image_timeout_s,
                 poll_interval=self.settings.poll_interval,
                 sleep=self._sleep,
                 on_poll=progress,
             )
-        assert self.session is not None
-        publish = self.settings.publish.model_copy(update={"tags": image_tags})
-        result = AmiPublisher(
-            self.session, publish, emit=self.ctx.emit, resources=self.ctx.resources, sleep=self._sleep
-        ).publish(image_id, region, undo)
-        undo.on_commit(lambda: self._mark_published(result.images))
-        return Artifact(
-            partial=None,
-            name=name,
-            format="ami",
-            artifact_id=result.artifact_id,
-            data={
-                "images": [img.model_dump(mode="json") for img in result.images],
-                "shared_with": list(result.shared_with),
-                "ssm_parameter": result.ssm_parameter,
-            },
+        image = RegionImage(
+            region=region, image_id=image_id, snapshot_ids=tuple(amis.snapshot_ids(done[region]))
         )
-
-    def _mark_published(self, images: Any) -> None:
         assert self.session is not None
-        for image in images:
-            with step("tag", image.region, build=True):
-                ec2 = self.session.client("ec2", image.region)
-                buildres.mark_published(ec2, [image.image_id, *image.snapshot_ids])
+        buildres.mark_published_on_commit(undo, self.session, [image], build=True)
+        return CloudImage(AMI, name, (image,), image_tags)
 
     def debug_hint(self) -> str:
         ep = self.endpoint

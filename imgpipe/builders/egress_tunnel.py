@@ -16,12 +16,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgpipe.builders.sshkeys import close_control_masters
+from imgpipe.core.ssh import close_control_masters
 from imgpipe.errors import BuildError, run_command
 
 if TYPE_CHECKING:
-    from imgpipe.builders.base import SSHEndpoint
     from imgpipe.builders.egress import EgressProxy
+    from imgpipe.core.ssh import SSHEndpoint
     from imgpipe.journal import Resources
 
 GUEST_PORT = 43128

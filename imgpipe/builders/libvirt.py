@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
 from imgpipe.builders.egress_tunnel import close_egress, guest_write_files, open_egress
 from imgpipe.builders.libvirt_domain import Accelerator, DomainPlan, domain_xml, probe_accelerator
 from imgpipe.builders.sshkeys import (
@@ -26,6 +25,7 @@ from imgpipe.builders.sshkeys import (
     write_known_hosts,
 )
 from imgpipe.capture import ImageFormat, convert_image, sha256_file
+from imgpipe.core import IMAGE_FILE, ImageFile, SSHEndpoint, TargetContext
 from imgpipe.errors import BuildError, Interrupted, run_command
 from imgpipe.journal import remove_path
 
@@ -98,7 +98,7 @@ def console_tail(path: Path, lines: int = 25) -> str:
 class LibvirtBuilder:
     Settings: ClassVar[type[BaseModel]] = LibvirtSettings
     builder_type: ClassVar[str] = "imgpipe.libvirt"
-    local_image: ClassVar[bool] = True
+    produces: ClassVar[str] = IMAGE_FILE
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
@@ -266,13 +266,13 @@ class LibvirtBuilder:
                 "poweroff.target); or raise shutdown_timeout_s",
             )
 
-    def capture(self, dest_dir: Path, basename: str) -> Artifact:
+    def capture(self, dest_dir: Path, basename: str) -> ImageFile:
         s = self.settings
         name = f"{basename}.{s.format.value}"
         partial = dest_dir / f".{name}.partial"
         self.ctx.resources.track("partial-image", remove_path, path=str(partial))
         convert_image(self.disk, partial, s.format, s.compression)
-        return Artifact(partial, name, s.format.value, sha256_file(partial), partial.stat().st_size)
+        return ImageFile(partial, name, s.format.value, sha256_file(partial), partial.stat().st_size)
 
     def debug_hint(self) -> str:
         ep = self.endpoint

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgpipe.core.ssh import close_control_masters  # noqa: F401 - old journals name it here
 from imgpipe.errors import BuildError, Interrupted, run_command
 
 if TYPE_CHECKING:
-    from imgpipe.builders.base import SSHEndpoint
+    from imgpipe.core.ssh import SSHEndpoint
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,6 @@ def build_vm_user_data(
     return config
 
 
-def ssh_path_option(name: str, path: Path) -> str:
-    """`Name="path"`: ssh splits some option values (UserKnownHostsFile) on whitespace,
-    so a cache dir with a space in it needs the quotes."""
-    return f'{name}="{path}"'
-
-
 def wait_for_ssh(
     endpoint: SSHEndpoint,
     *,
@@ -156,21 +151,3 @@ def wait_for_ssh(
         f"{timeout:g} s{(': ' + last.splitlines()[-1]) if last else ''}\n{describe()}",
         hint=hint,
     )
-
-
-def close_control_masters(path: str) -> None:
-    """Cleaner: end the ControlPersist/ControlMaster ssh processes whose sockets are in
-    `path`, so no ssh process outlives the build; then remove the directory."""
-    import subprocess
-
-    from imgpipe.journal import remove_path
-
-    for sock in Path(path).glob("*"):
-        subprocess.run(
-            ["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "imgpipe-build"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-            check=False,
-        )
-    remove_path(path)

@@ -1,5 +1,6 @@
 """Turn a local disk image into an AMI: upload it to S3, import it as an EBS snapshot,
-register an AMI on it, then publish that AMI (tag, copy, share, SSM) all or nothing.
+register an AMI on it (and, with `import_image`, publish that AMI: tag, copy, share, SSM)
+all or nothing.
 The S3 object is removed afterwards whatever happened. The object, the import task, the
 snapshot and the AMI all carry the publish tags (a bake adds its build tags there, which
 `imgpipe gc --aws-region` finds them by); the object and the task are journaled too.
@@ -23,10 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.aws import images as amis
 from imgpipe.aws import importtasks
-from imgpipe.aws.errors import AwsWaitError, error_code
+from imgpipe.aws.distribution import PublishSettings
+from imgpipe.aws.errors import AwsWaitError, error_code, step
+from imgpipe.aws.job import AwsJob
+from imgpipe.core.artifact import RegionImage
+from imgpipe.core.undo import Rollback
 from imgpipe.errors import run_command
-from imgpipe.publish.ami import AmiPublisher, PublishResult, PublishSettings
-from imgpipe.publish.rollback import AwsJob, Rollback, step
+from imgpipe.publish.ami import AmiPublisher, PublishResult
 from imgpipe.publish.s3upload import MiB, Progress, delete_upload, remove_upload, upload_file
 
 if TYPE_CHECKING:
@@ -116,33 +120,57 @@ class ImageImporter(AwsJob):
         publish: PublishSettings | None = None,
         rollback: Rollback | None = None,
     ) -> PublishResult:
-        """Upload `path` (qcow2 is converted to stream-optimized VMDK first), import it,
-        register AMI `name`, then publish it with `publish` (tags, copies, shares, SSM).
-        On failure or interrupt the import, snapshot and AMI are removed; PublishError
-        names the step, region and AWS error code. `rollback`: as AmiPublisher.publish's."""
-        region = region or self.session.region
+        """Import `path` as AMI `name` (see import_to_ami), then publish it with `publish`
+        (tags, copies, shares, SSM). On failure or interrupt everything made is removed;
+        PublishError names the step, region and AWS error code. `rollback`: as
+        AmiPublisher.publish's."""
         publish = publish or PublishSettings()
+        own = rollback is None
+        rollback = rollback or Rollback(self.resources)
+        image = self.import_to_ami(
+            path, name, description=description, region=region, tags=publish.tags, rollback=rollback
+        )
+        result = AmiPublisher(
+            self.session,
+            publish,
+            emit=self.emit,
+            resources=self.resources,
+            sleep=self.sleep,
+            cancel=self.cancel,
+        ).publish(image.image_id, image.region, rollback)
+        if own:
+            rollback.commit()
+        return result
+
+    def import_to_ami(
+        self,
+        path: Path,
+        name: str,
+        *,
+        description: str = "",
+        region: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        rollback: Rollback | None = None,
+    ) -> RegionImage:
+        """Upload `path` (qcow2 is converted to stream-optimized VMDK first), import it as
+        a snapshot and register AMI `name` on it, all tagged `tags`. On failure or
+        interrupt the import, snapshot and AMI are removed; with `rollback` (the target's
+        undo stack) the undos stay there for the caller to commit."""
+        region = region or self.session.region
+        tags = tags or {}
         own = rollback is None
         rollback = rollback or Rollback(self.resources)
         try:
             with tempfile.TemporaryDirectory(prefix="imgpipe-import-", dir=path.parent) as tmp:
                 disk, fmt = self.prepare_disk(path, Path(tmp))
                 key = f"{self.settings.key_prefix}{name}-{uuid.uuid4().hex[:12]}.{fmt.value}"
-                snapshot = self._upload_and_import(disk, fmt, key, name, region, publish.tags, rollback)
-            image_id = self.register(snapshot, name, description, region, rollback, publish.tags)
-            result = AmiPublisher(
-                self.session,
-                publish,
-                emit=self.emit,
-                resources=self.resources,
-                sleep=self.sleep,
-                cancel=self.cancel,
-            ).publish(image_id, region, rollback)
+                snapshot = self._upload_and_import(disk, fmt, key, name, region, tags, rollback)
+            image_id = self.register(snapshot, name, description, region, rollback, tags)
         except BaseException as exc:
             self._roll_back_and_raise(exc, rollback, f"import of {path.name}")
         if own:
             rollback.commit()
-        return result
+        return RegionImage(region=region, image_id=image_id, snapshot_ids=(snapshot,))
 
     def prepare_disk(self, path: Path, tmp: Path) -> tuple[Path, DiskFormat]:
         """A file import_snapshot accepts: raw and VMDK as they are, qcow2 converted."""

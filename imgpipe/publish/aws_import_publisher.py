@@ -3,24 +3,25 @@ import_snapshot, register_image), then is tagged, copied and shared.
 
 Everything it makes carries the build's tags like the EC2 builder's resources, with
 `imgpipe:state: building` until the whole target succeeded, then `published`; Ctrl-C and
-SIGTERM (the bake's cancel event) end every upload, poll and wait at once."""
+SIGTERM (the bake's cancel event) end every upload, poll and wait at once. It makes an AMI
+in one region; its `publish:` settings (tags, copies, shares, SSM) are shorthand for an
+`ami` publisher from it, which refines that AMI in place."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.aws import buildres
-from imgpipe.aws.session import AwsSession, AwsSettings
-from imgpipe.publish.ami import PublishSettings, RegionImage
+from imgpipe.aws.distribution import PublishSettings
+from imgpipe.aws.session import AwsSession, AwsSettings, shared_session
+from imgpipe.core.artifact import AMI, IMAGE_FILE, Artifact, CloudImage, ImageFile
 from imgpipe.publish.aws_import import ImageImporter, ImportSettings
-from imgpipe.publish.base import Publication
-from imgpipe.publish.rollback import step
+from imgpipe.publish.base import Publication, expect
 
 if TYPE_CHECKING:
-    from imgpipe.builders.base import TargetContext
+    from imgpipe.core.context import TargetContext
 
 
 class AwsImportPublisherSettings(BaseModel):
@@ -31,13 +32,18 @@ class AwsImportPublisherSettings(BaseModel):
     aws: AwsSettings = Field(default_factory=AwsSettings, description="Region, profile and retries.")
     import_: ImportSettings = Field(alias="import", description="S3 bucket and AMI registration.")
     publish: PublishSettings = Field(
-        default_factory=PublishSettings, description="Tags, more regions, sharing, SSM pointer."
+        default_factory=PublishSettings,
+        description="Tags, more regions, sharing, SSM pointer: shorthand for an `ami` publisher "
+        "from this entry.",
     )
 
 
 class AwsImportPublisher:
     Settings: ClassVar[type[BaseModel]] = AwsImportPublisherSettings
     publisher_type: ClassVar[str] = "imgpipe.aws-import"
+    accepts: ClassVar[frozenset[str]] = frozenset({IMAGE_FILE})
+    produces: ClassVar[str | None] = AMI
+    publish_shorthand: ClassVar[str] = "ami"  # its `publish:` settings are an `ami` publisher's
     cloud_init_datasources: ClassVar[tuple[str, ...]] = ("Ec2",)  # or instances get no SSH keys
 
     def __init__(self, name: str, settings: BaseModel, ctx: TargetContext) -> None:
@@ -49,10 +55,11 @@ class AwsImportPublisher:
     def make_session(self) -> AwsSession:
         return AwsSession(self.settings.aws)
 
-    def publish(self, image: Path, image_name: str) -> Publication:
+    def publish(self, artifact: Artifact) -> Publication:
+        image_file = expect(artifact, ImageFile, self)
         ctx = self.ctx
         tags = buildres.image_tags(ctx.build_id, ctx.target, ctx.loaded.spec.name, self.settings.publish.tags)
-        session = self.make_session()
+        session = shared_session(ctx, self.settings.aws, self.make_session)
         importer = ImageImporter(
             session,
             self.settings.import_,
@@ -61,26 +68,9 @@ class AwsImportPublisher:
             progress=self._progress,
             cancel=ctx.cancel,
         )
-        publish = self.settings.publish.model_copy(update={"tags": tags})
-        result = importer.import_image(image, image_name, publish=publish, rollback=ctx.undo)
-        ctx.undo.on_commit(lambda: self._mark_published(session, result.images))
-        return Publication(
-            self.name,
-            self.publisher_type,
-            result.artifact_id,
-            {
-                "images": [img.model_dump(mode="json") for img in result.images],
-                "shared_with": list(result.shared_with),
-                "ssm_parameter": result.ssm_parameter,
-            },
-        )
-
-    @staticmethod
-    def _mark_published(session: AwsSession, images: tuple[RegionImage, ...]) -> None:
-        for image in images:
-            with step("tag", image.region):
-                ec2 = session.client("ec2", image.region)
-                buildres.mark_published(ec2, [image.image_id, *image.snapshot_ids])
+        image = importer.import_to_ami(image_file.partial, ctx.image_name, tags=tags, rollback=ctx.undo)
+        buildres.mark_published_on_commit(ctx.undo, session, [image])
+        return Publication.of(self.name, self.publisher_type, CloudImage(AMI, ctx.image_name, (image,), tags))
 
     def _progress(self, sent: int, total: int) -> None:
         pct = sent * 100 // total if total else 100

@@ -18,6 +18,7 @@ from imgpipe.errors import SpecError
 from imgpipe.spec.interpolate import interpolate
 from imgpipe.spec.model import Spec, Strict, Variable
 from imgpipe.spec.problems import field_path, problems_from_validation, suggestion
+from imgpipe.spec.publishing import PublishStep, publish_steps
 from imgpipe.spec.variables import ResolvedVar, declaration_problems, resolve_values
 from imgpipe.spec.yamlsource import Located, Path_, YamlSyntaxError, load_located_file
 
@@ -31,7 +32,8 @@ class LoadedSpec:
     path: Path
     doc: Located
     targets: dict[str, BaseModel]
-    publish: dict[str, BaseModel] = field(default_factory=dict)
+    publish: dict[str, BaseModel] = field(default_factory=dict)  # the spec's publish entries
+    publish_steps: tuple[PublishStep, ...] = ()  # in run order, with the `publish:` shorthands
     variables: dict[str, ResolvedVar] = field(default_factory=dict)
     used_variables: frozenset[str] = frozenset()  # names the spec's own fields interpolate
     warnings: tuple[str, ...] = ()  # for the CLI to show; loading never prints
@@ -39,6 +41,9 @@ class LoadedSpec:
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+    def steps_for(self, target: str) -> list[PublishStep]:
+        return [step for step in self.publish_steps if step.target == target]
 
 
 class _Declarations(Strict):
@@ -78,27 +83,17 @@ def _validate_plugins(
     return valid, problems
 
 
-def _validate_publish(spec: Spec, doc: Located) -> tuple[dict[str, BaseModel], list[str]]:
+def _validate_publish(
+    spec: Spec, doc: Located, targets: dict[str, BaseModel]
+) -> tuple[dict[str, BaseModel], tuple[PublishStep, ...], list[str]]:
     from imgpipe.publish.base import publisher_class, publisher_names
 
-    valid, problems = _validate_plugins(
+    entries, problems = _validate_plugins(
         "publish", spec.publish, "publisher", publisher_names, publisher_class, doc
     )
-    for name, settings in valid.items():
-        source = getattr(settings, "source", None)
-        pos = doc.position(("publish", name, "from"))
-        if source not in spec.targets:
-            problems.append(
-                f"{pos}: publish.{name}.from: no target {source!r}{suggestion(str(source), spec.targets)}"
-            )
-            continue
-        builder = spec.targets[source].get("builder") if isinstance(spec.targets[source], dict) else None
-        if builder in builder_names() and not getattr(builder_class(builder), "local_image", True):
-            problems.append(
-                f"{pos}: publish.{name}.from: target {source!r} builds with {builder!r}, which makes no "
-                f"local image file to publish; its own `publish` settings copy and share its image"
-            )
-    return valid, problems
+    builders = {name: (builder_class(s.builder), s) for name, s in targets.items()}  # type: ignore[attr-defined]
+    steps, graph_problems = publish_steps(spec, doc, builders, entries)
+    return entries, steps, problems + graph_problems
 
 
 def _invisible(text: str) -> str | None:
@@ -168,7 +163,7 @@ def parse_spec(
     targets, problems = _validate_plugins(
         "targets", spec.targets, "builder", builder_names, builder_class, doc
     )
-    publish, publish_problems = _validate_publish(spec, doc) if spec.publish else ({}, [])
+    publish, steps, publish_problems = _validate_publish(spec, doc, targets)
     problems = _name_problems(spec, doc) + problems + publish_problems
     if problems:
         raise _fail(problems, path)
@@ -178,6 +173,7 @@ def parse_spec(
         doc=doc,
         targets=targets,
         publish=publish,
+        publish_steps=steps,
         variables=variables,
         used_variables=frozenset(rendered.used),
         warnings=resolution.warnings,

@@ -426,3 +426,48 @@ def test_a_failed_create_image_leaves_the_published_ami_of_its_name(ec2_bake, is
         SOURCE_REGION: earlier_snaps
     }
     assert {**left, "images": {}, "snapshots": {}} == NOTHING
+
+
+DR_PUBLISHER = f"""\
+publish:
+  dr:
+    publisher: ami
+    from: ec2
+    aws: {{region: {SOURCE_REGION}}}
+    copy_to: [us-west-2]
+    tags: {{purpose: dr}}
+    ssm_parameter: /images/demo/dr
+"""
+
+
+def test_an_ami_publisher_takes_the_ec2_targets_ami(ec2_bake, isolated_state):
+    """`publisher: ami` works on any AMI: here the EC2 builder's, after the target's own
+    `publish:` shorthand copied it to eu-west-1."""
+    result = ec2_bake.run(extra=DR_PUBLISHER)
+    assert result.ok, result.errors
+    builds = {b["name"]: b for b in json.loads((result.output_dir / "manifest.json").read_text())["builds"]}
+    own = dict(part.split(":") for part in builds["ec2"]["artifact_id"].split(","))
+    dr = dict(part.split(":") for part in builds["ec2:dr"]["artifact_id"].split(","))
+    assert list(own) == [SOURCE_REGION, "eu-west-1"] and list(dr) == [SOURCE_REGION, "us-west-2"]
+    assert builds["ec2:dr"]["builder_type"] == "imgpipe.ami" and dr[SOURCE_REGION] == own[SOURCE_REGION]
+    copy = tags(plain("ec2", "us-west-2"), dr["us-west-2"])
+    assert copy["purpose"] == "dr" and copy["team"] == "web"  # its own tags, and the image's
+    assert copy["imgpipe:state"] == "published" and copy["imgpipe:build-id"] == result.build_id
+    ssm = plain("ssm", "us-west-2").get_parameter(Name="/images/demo/dr")["Parameter"]
+    assert ssm["Value"] == dr["us-west-2"]
+
+
+def test_a_failing_ami_publisher_undoes_the_whole_target(ec2_bake, isolated_state, monkeypatch):
+    from imgpipe.publish.ami_publisher import AmiPublisherPlugin
+
+    real = AmiPublisherPlugin.make_session
+
+    def failing_copy(self):
+        session = real(self)
+        inject(session, "ec2", "CopyImage", region="us-west-2", code="InvalidRegion", status=400)
+        return session
+
+    monkeypatch.setattr(AmiPublisherPlugin, "make_session", failing_copy)
+    result = ec2_bake.run(extra=DR_PUBLISHER)
+    assert "step 'copy' failed in us-west-2" in str(result.errors["ec2"]), result.errors
+    assert ec2_bake.leftovers(isolated_state) == NOTHING  # eu-west-1's copy and the AMI went too

@@ -92,3 +92,30 @@ def test_failed_publish_fails_target_and_leaves_nothing(fake_pipeline, isolated_
     assert plain("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
     assert leftovers(tmp_path, isolated_state) == {"vms": [], "partials": [], "workdirs": [], "journal": []}
     assert json.loads((result.output_dir / "manifest.json").read_text())["builds"] == []
+
+
+def test_an_ami_publisher_takes_the_imported_ami(fake_pipeline, isolated_state):
+    """`publisher: ami` from the aws-import entry: the AMI that an import made is copied,
+    shared and pointed at the same way as the EC2 builder's."""
+    tmp_path, _ = fake_pipeline
+    spec = SPEC.replace("    publish: {copy_to: [eu-west-1], tags: {team: web}}\n", "") + (
+        "  copies:\n"
+        "    publisher: ami\n"
+        "    from: ami\n"
+        f"    aws: {{region: {SOURCE_REGION}}}\n"
+        "    copy_to: [us-west-2]\n"
+        "    ssm_parameter: /images/demo/latest\n"
+    )
+    loaded = load_spec(write(tmp_path / "spec.yml", spec))
+    result = bake(loaded, BakeOptions(tmp_path / "out", ("local",), {}), NullSink())
+    assert result.ok, result.errors
+    builds = {b["name"]: b for b in json.loads((result.output_dir / "manifest.json").read_text())["builds"]}
+    (imported,) = [part.split(":") for part in builds["local:ami"]["artifact_id"].split(",")]
+    copies = dict(part.split(":") for part in builds["local:copies"]["artifact_id"].split(","))
+    assert imported[0] == SOURCE_REGION and copies[SOURCE_REGION] == imported[1]
+    assert builds["local:copies"]["custom_data"]["from"] == "local"
+    copy = copies["us-west-2"]
+    assert tags(plain("ec2", "us-west-2"), copy)["imgpipe:state"] == "published"
+    assert tags(plain("ec2"), imported[1])["imgpipe:state"] == "published"
+    assert plain("ssm", "us-west-2").get_parameter(Name="/images/demo/latest")["Parameter"]["Value"] == copy
+    assert leftovers(tmp_path, isolated_state)["journal"] == []

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from imgpipe.aws.errors import fail_after_rollback, step
+from imgpipe.core import Rollback
 from imgpipe.errors import PublishError
 from imgpipe.publish import PublishResult, PublishSettings, RegionImage
 from imgpipe.publish.ami import launch_permissions
 from imgpipe.publish.aws_import import DiskFormat, detect_format
-from imgpipe.publish.rollback import Rollback, fail_after_rollback, step
 
 ORG = "arn:aws:organizations::123456789012:organization/o-abc123def4"
 OU = "arn:aws:organizations::123456789012:ou/o-abc123def4/ou-ab12-cd34ef56"

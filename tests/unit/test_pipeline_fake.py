@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 import imgpipe.pipeline as pipeline
 import imgpipe.spec.load as spec_load
-from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
 from imgpipe.capture import sha256_file
+from imgpipe.core import ImageFile, SSHEndpoint, TargetContext
 from imgpipe.errors import BuildError
 from imgpipe.events import NullSink
 from imgpipe.journal import collect, remove_path
@@ -60,7 +60,7 @@ class FakeBuilder:
         self.ctx.resources.track("partial-image", remove_path, path=str(partial))
         partial.write_bytes(b"image bytes")
         self._step("capture")
-        return Artifact(partial, f"{basename}.qcow2", "qcow2", sha256_file(partial), partial.stat().st_size)
+        return ImageFile(partial, f"{basename}.qcow2", "qcow2", sha256_file(partial), partial.stat().st_size)
 
     def debug_hint(self):
         return "fake VM kept"

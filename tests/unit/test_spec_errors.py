@@ -113,3 +113,53 @@ def test_aws_import_from_an_aws_target_is_refused(tmp_path):
     text = AWS + "publish:\n  ami: {publisher: aws-import, from: ec2, import: {bucket: b}}\n"
     msg, f = problems(tmp_path, text)
     assert f"{f}:8:38: publish.ami.from: target 'ec2' builds with 'aws'" in msg
+
+
+AWS_PUBLISH = AWS + "    publish: {copy_to: [eu-west-1], tags: {team: web}}\n    aws: {profile: ci}\n"
+
+
+def test_a_targets_publish_settings_are_an_ami_publisher_that_runs_first(tmp_path):
+    text = AWS_PUBLISH + "publish:\n  dr: {publisher: ami, from: ec2, copy_to: [us-west-2]}\n"
+    loaded = load_spec(write(tmp_path / "spec.yml", text))
+    shorthand, dr = loaded.steps_for("ec2")
+    assert (shorthand.name, shorthand.publisher, shorthand.source, shorthand.refines) == (
+        "ec2.publish",
+        "ami",
+        "ec2",
+        True,
+    )
+    assert shorthand.settings.copy_to == ["eu-west-1"] and shorthand.settings.tags == {"team": "web"}
+    assert shorthand.settings.aws.profile == "ci"  # the same AWS identity as the build
+    assert (dr.name, dr.source, dr.refines, dr.settings.copy_to) == ("dr", "ec2", False, ["us-west-2"])
+
+
+def test_publishers_chain_from_the_artifact_another_publisher_made(tmp_path):
+    text = GOOD + (
+        "publish:\n"
+        "  copies: {publisher: ami, from: imported, copy_to: [eu-west-1]}\n"
+        "  imported: {publisher: aws-import, from: local, import: {bucket: b}}\n"
+    )
+    steps = load_spec(write(tmp_path / "spec.yml", text)).steps_for("local")
+    assert [(s.name, s.source) for s in steps] == [
+        ("imported", "local"),
+        ("imported.publish", "imported"),
+        ("copies", "imported"),
+    ]
+
+
+def test_publish_from_problems_are_located(tmp_path):
+    text = GOOD + (
+        "publish:\n"
+        "  a: {publisher: ami, from: b}\n"
+        "  b: {publisher: ami, from: a}\n"
+        "  c: {publisher: aws-import, from: nowhere, import: {bucket: x}}\n"
+        "  d: {publisher: aws-import, from: e, import: {bucket: x}}\n"
+        "  e: {publisher: aws-import, from: local, import: {bucket: x}}\n"
+    )
+    msg, f = problems(tmp_path, text)
+    assert f"{f}:6:29: publish.a.from: a cycle: a -> b -> a" in msg
+    assert f"{f}:8:36: publish.c.from: no target or publish entry 'nowhere'" in msg
+    assert (
+        f"{f}:9:36: publish.d.from: publish entry 'e' (aws-import) makes an artifact of kind 'ami'; "
+        "publisher 'aws-import' takes 'image-file'"
+    ) in msg

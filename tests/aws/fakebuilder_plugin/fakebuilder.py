@@ -13,8 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgpipe.builders.base import Artifact, SSHEndpoint, TargetContext
 from imgpipe.capture import sha256_file
+from imgpipe.core import IMAGE_FILE, ImageFile, SSHEndpoint, TargetContext
 from imgpipe.errors import run_command
 from imgpipe.journal import remove_path
 
@@ -31,7 +31,7 @@ class FakeSettings(BaseModel):
 class FakeBuilder:
     Settings: ClassVar[type[BaseModel]] = FakeSettings
     builder_type: ClassVar[str] = "test.fake"
-    local_image: ClassVar[bool] = True
+    produces: ClassVar[str] = IMAGE_FILE
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
@@ -47,14 +47,14 @@ class FakeBuilder:
     def stop(self) -> None:
         pass
 
-    def capture(self, dest_dir: Path, basename: str) -> Artifact:
+    def capture(self, dest_dir: Path, basename: str) -> ImageFile:
         raw = self.ctx.workdir / "disk.raw"
         raw.write_bytes(os.urandom(self.settings.image_mib * MiB))
         partial = dest_dir / f".{basename}.qcow2.partial"
         self.ctx.resources.track("partial-image", remove_path, path=str(partial))
         run_command(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
         raw.unlink()
-        return Artifact(partial, f"{basename}.qcow2", "qcow2", sha256_file(partial), partial.stat().st_size)
+        return ImageFile(partial, f"{basename}.qcow2", "qcow2", sha256_file(partial), partial.stat().st_size)
 
     def debug_hint(self) -> str:
         return "the fake builder keeps nothing"
