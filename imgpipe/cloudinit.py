@@ -16,12 +16,16 @@ import pycdlib
 import yaml
 
 
-def write_nocloud_seed(path: Path, *, instance_id: str, hostname: str, user_data: dict[str, Any]) -> None:
+def write_nocloud_seed(
+    path: Path, *, instance_id: str, hostname: str | None, user_data: dict[str, Any]
+) -> None:
     """Write a `cidata` ISO (Joliet + Rock Ridge) with meta-data and user-data.
 
     The file is created with mode 0600 because user-data may hold a private host key.
     """
-    meta = yaml.safe_dump({"instance-id": instance_id, "local-hostname": hostname}).encode()
+    # Without a local-hostname, cloud-init keeps the image's own hostname (what a test boot checks).
+    meta_data = {"instance-id": instance_id, **({"local-hostname": hostname} if hostname else {})}
+    meta = yaml.safe_dump(meta_data).encode()
     user = ("#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False)).encode()
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")

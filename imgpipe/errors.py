@@ -37,6 +37,10 @@ class ProvisionError(BuildError):
     """Ansible failed on the build VM; names host, role, task and message."""
 
 
+class VerifyError(BuildError):
+    """The captured image failed its tests on a fresh boot: names each failing test or check."""
+
+
 class PublishError(ImgpipeError):
     """Publishing an image failed and what it had created was rolled back.
 
@@ -75,6 +79,7 @@ class CommandError(BuildError):
         super().__init__(msg)
         self.argv = list(argv)
         self.returncode = returncode
+        self.output = output
 
 
 def run_command(

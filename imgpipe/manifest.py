@@ -22,6 +22,8 @@ class TargetRecord:
     error: str | None = None
     build_vm: dict[str, Any] = field(default_factory=dict)
     published: list[Any] = field(default_factory=list)  # imgpipe.publish.base.Publication
+    verify: dict[str, Any] = field(default_factory=dict)  # the fresh boot's checks and tests
+    sbom: dict[str, Any] | None = None  # the SBOM file beside the image: file, sha256, packages
     data: dict[str, Any] = field(default_factory=dict)  # the builder's own record (AMIs, snapshots)
 
 
@@ -67,6 +69,8 @@ def write_manifest(
                     "timings": t.timings,
                     "error": t.error,
                     "build_vm": t.build_vm,
+                    "verify": t.verify,
+                    "sbom": t.sbom,
                 }
                 for t in targets
             },

@@ -4,6 +4,7 @@ on success, failure, Ctrl-C or SIGTERM; a failed target never leaves an image.""
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from imgpipe.builders.base import Builder
 from imgpipe.builders.sshkeys import BUILD_USER, key_fingerprint
 from imgpipe.capture import finalize
 from imgpipe.core import Artifact, ImageFile, Rollback, SSHEndpoint, TargetContext, checkpoint, new_build_id
-from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError
+from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError, run_command
 from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
@@ -29,6 +30,8 @@ from imgpipe.spec.variables import ResolvedVar
 
 if TYPE_CHECKING:
     from imgpipe.provision import AnsibleSession
+    from imgpipe.sbom import Package
+    from imgpipe.verify.identity import BuildIdentity
 
 
 class OnError(StrEnum):
@@ -104,12 +107,6 @@ def cloud_datasources(loaded: LoadedSpec, target: str) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
-def _read_machine_id(ep: SSHEndpoint) -> str:
-    from imgpipe.errors import run_command
-
-    return run_command([*ep.ssh_argv(), "cat", "/etc/machine-id"], timeout=60).strip()
-
-
 class TargetBake:
     """One target's build. Steps run in order; resources unwind in reverse."""
 
@@ -117,6 +114,8 @@ class TargetBake:
         self.ctx, self.builder, self.options, self.out = ctx, builder, options, out
         self.record = TargetRecord(ctx.target, builder.builder_type, False, int(time.time()))
         self._session: AnsibleSession | None = None
+        self.identity: BuildIdentity | None = None
+        self.packages: list[Package] | None = None
 
     def ansible(self, endpoint: SSHEndpoint) -> AnsibleSession:
         """The target's Ansible session (private data dir, control sockets, installed
@@ -144,6 +143,7 @@ class TargetBake:
             }
             self.provision(endpoint)
             self.close_build_network()
+            self.remember_build_vm(endpoint)
             self.seal(endpoint)
             with emit.stage("shutdown"):
                 self.builder.stop()
@@ -151,6 +151,7 @@ class TargetBake:
             with emit.stage("capture"):
                 artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
             _checkpoint(ctx)
+            self.verify(artifact)
             self.finish(self.publish(artifact))
         except BaseException as exc:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
@@ -186,14 +187,29 @@ class TargetBake:
             finish()
         _checkpoint(self.ctx)
 
+    def remember_build_vm(self, endpoint: SSHEndpoint) -> None:
+        """Read before the seal: what the build VM was (machine-id, hostname, cloud-init
+        instance: a fresh boot of the image must not be it), and its installed packages
+        (the image's SBOM). A builder that runs no VM (a test fake) has neither."""
+        if not (self.ctx.loaded.spec.seal.enabled or hasattr(self.builder, "boot_image")):
+            return
+        from imgpipe.sbom import DPKG_QUERY, parse_dpkg_query
+        from imgpipe.verify.identity import read_build_identity
+
+        self.identity = read_build_identity(endpoint)
+        self.record.build_vm["machine_id"] = self.identity.machine_id
+        listing = run_command([*endpoint.ssh_argv(), shlex.join(DPKG_QUERY)], timeout=120)
+        self.packages = parse_dpkg_query(listing)
+
+    def _boots_image(self) -> bool:
+        return self.ctx.loaded.spec.verify.enabled and hasattr(self.builder, "boot_image")
+
     def seal(self, endpoint: SSHEndpoint) -> None:
         from imgpipe.provision import seal_plays
 
         seal = self.ctx.loaded.spec.seal
         with self.ctx.emit.stage("seal"):
             if seal.enabled:
-                # Recorded so a verifier can prove instances do not inherit it.
-                self.record.build_vm["machine_id"] = _read_machine_id(endpoint)
                 self.ansible(endpoint).run(
                     "seal",
                     seal_plays(self.ctx),
@@ -206,6 +222,24 @@ class TargetBake:
                         "imgpipe_seal_datasources": cloud_datasources(self.ctx.loaded, self.ctx.target),
                     },
                 )
+        _checkpoint(self.ctx)
+
+    def verify(self, artifact: Artifact) -> None:
+        """Boot the captured image afresh and test it before anything is published; a
+        failure fails the target (nothing published, no image) and keeps the report."""
+        from imgpipe.verify.run import test_fresh_boot
+
+        spec = self.ctx.loaded.spec.verify
+        if not spec.enabled:
+            self.record.verify = {"verified": False, "reason": "verify.enabled is false"}
+            return
+        if not self._boots_image() or self.identity is None:
+            reason = f"the {self.builder.builder_type} builder cannot boot its image"
+            self.record.verify = {"verified": False, "reason": reason}
+            self.ctx.emit.message(f"image not verified: {reason}")
+            return
+        with self.ctx.emit.stage("verify"):
+            self.record.verify = test_fresh_boot(self.ctx, self.builder, artifact, self.identity)
         _checkpoint(self.ctx)
 
     def publish(self, artifact: Artifact) -> Artifact:
@@ -233,14 +267,36 @@ class TargetBake:
                 ]
         return made[self.ctx.target]
 
+    def write_sbom(self) -> tuple[str, str]:
+        """The image's CycloneDX SBOM beside it: (sha256, file name)."""
+        from imgpipe.sbom import write_sbom
+
+        assert self.packages is not None
+        name = f"{self.ctx.loaded.spec.name}-{self.ctx.target}.cdx.json"
+        digest = write_sbom(
+            self.out / name,
+            self.packages,
+            image_name=f"{self.ctx.loaded.spec.name}-{self.ctx.target}",
+            spec_name=self.ctx.loaded.spec.name,
+            build_id=self.ctx.build_id,
+        )
+        self.record.sbom = {"file": name, "sha256": digest, "packages": len(self.packages)}
+        return digest, name
+
     def finish(self, artifact: Artifact) -> None:
         """The target succeeded: the image becomes the product (a final file name, or
         cloud images released from the journal so cleanup no longer removes them)."""
+        sums: list[tuple[str, str]] = []
         if isinstance(artifact, ImageFile):
-            with open(self.out / "SHA256SUMS", "a") as sums:
-                sums.write(f"{artifact.sha256}  {artifact.name}\n")
-            finalize(artifact.partial, self.out / artifact.name)
+            sums.append((artifact.sha256, artifact.name))
             self.record.files = [{"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256}]
+        if self.packages is not None:
+            sums.append(self.write_sbom())
+        if sums:
+            with open(self.out / "SHA256SUMS", "a") as sha256sums:
+                sha256sums.writelines(f"{digest}  {name}\n" for digest, name in sums)
+        if isinstance(artifact, ImageFile):
+            finalize(artifact.partial, self.out / artifact.name)
         self.ctx.undo.commit()
         self.record.ok = True
         self.record.artifact_id = artifact.artifact_id

@@ -137,9 +137,19 @@ def _failure_message(failure: dict[str, Any]) -> str:
 class AnsibleSession:
     """One private data dir and SSH control socket dir per target, shared by its runs."""
 
-    def __init__(self, ctx: TargetContext, endpoint: SSHEndpoint) -> None:
+    def __init__(
+        self,
+        ctx: TargetContext,
+        endpoint: SSHEndpoint,
+        *,
+        data_dir: str = "ansible",
+        log_dir: Path | None = None,
+        timeout_s: int | None = None,
+    ) -> None:
         self.ctx, self.endpoint = ctx, endpoint
-        self.pdd = ctx.workdir / "ansible"
+        self.pdd = ctx.workdir / data_dir
+        self.log_dir = log_dir or ctx.log_dir
+        self.timeout_s = timeout_s if timeout_s is not None else ctx.loaded.spec.provision.timeout_s
         (self.pdd / "inventory").mkdir(parents=True, exist_ok=True)
         (self.pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory(ctx.target, endpoint)))
         # ControlPath sockets have a ~100 byte limit: keep them in a short /tmp dir.
@@ -160,7 +170,7 @@ class AnsibleSession:
         playbook.parent.mkdir(parents=True, exist_ok=True)
         playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
         progress = _Progress(self.ctx)
-        timeout = self.ctx.loaded.spec.provision.timeout_s
+        timeout = self.timeout_s
         self._write_extravars(extravars)
         try:
             runner = ansible_runner.run(
@@ -177,7 +187,7 @@ class AnsibleSession:
             )
             log = self.pdd / "artifacts" / stage / "stdout"
             if log.is_file():
-                copy = self.ctx.log_dir / f"ansible-{stage}.log"
+                copy = self.log_dir / f"ansible-{stage}.log"
                 copy.write_text(self.ctx.redact.text(log.read_text(errors="replace")))
         finally:
             # Values (sensitive ones too) sit in extravars and the run's artifacts:
@@ -197,7 +207,7 @@ class AnsibleSession:
         )
         raise ProvisionError(
             f"{stage} failed: {detail}",
-            hint=f"full Ansible log: {self.ctx.log_dir / f'ansible-{stage}.log'}",
+            hint=f"full Ansible log: {self.log_dir / f'ansible-{stage}.log'}",
         )
 
     def _write_extravars(self, extravars: dict[str, Any]) -> None:

@@ -28,6 +28,8 @@ provision:
     - role: base
       vars:
         base_motd: "{{{{ motd }}}}"
+verify:  # tests run on a fresh boot of the captured image, before it is published
+  testinfra: [tests/test_image.py]
 targets:
   local:
     builder: libvirt
@@ -44,8 +46,8 @@ targets:
 """,
     "roles/base/defaults/main.yml": "base_motd: Built by imgpipe\n",
     "tests/test_image.py": '''\
-"""Image test: run against a VM booted from the baked image, e.g. with testinfra:
-    py.test --hosts=ssh://root@127.0.0.1:2222 tests/test_image.py"""
+"""Image tests (pytest-testinfra): `imgpipe bake` runs them against a fresh boot of the
+captured image, before it is published; a failing test fails the bake."""
 
 
 def test_motd(host):

@@ -17,6 +17,7 @@ import shlex
 import string
 import time
 import urllib.request
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -30,13 +31,22 @@ from imgpipe.aws.errors import error_code, step
 from imgpipe.aws.session import AwsSession, AwsSettings, shared_session
 from imgpipe.builders.sshkeys import (
     BUILD_USER,
+    KeyPair,
     build_vm_user_data,
     generate_ed25519,
     generate_host_keys,
     wait_for_ssh,
     write_known_hosts,
 )
-from imgpipe.core import AMI, CloudImage, RegionImage, SSHEndpoint, TargetContext, sleep_unless_cancelled
+from imgpipe.core import (
+    AMI,
+    Artifact,
+    CloudImage,
+    RegionImage,
+    SSHEndpoint,
+    TargetContext,
+    sleep_unless_cancelled,
+)
 from imgpipe.errors import BuildError, SpecError
 
 AMI_NAME_FIELDS = {"spec", "target", "build_id", "date"}
@@ -148,6 +158,19 @@ class AwsBuilderSettings(BaseModel):
         return value
 
 
+TEST_BOOT = "test-boot"  # journal kind of what a test boot of the new AMI made
+TEST_BOOT_SUFFIX = ".test-boot"  # its instance's imgpipe:target tag: the target's name plus this
+
+
+@dataclass(frozen=True)
+class _Instance:
+    image_id: str
+    target: str  # its imgpipe:target tag, which its journal cleaner finds it by
+    client_token: str  # a retried RunInstances starts no second instance
+    key_name: str | None  # the build's imported key pair; a test boot needs none (user data)
+    workdir: Path  # its host keys and known_hosts
+
+
 class AwsBuilder:
     Settings: ClassVar[type[BaseModel]] = AwsBuilderSettings
     builder_type: ClassVar[str] = "imgpipe.aws"
@@ -166,6 +189,8 @@ class AwsBuilder:
         self.source: dict[str, Any] = {}
         self.instance_id: str | None = None
         self.endpoint: SSHEndpoint | None = None
+        self.test_instance_id: str | None = None
+        self.test_endpoint: SSHEndpoint | None = None
         self._last_state_check = 0.0
 
     # seams for tests
@@ -240,8 +265,6 @@ class AwsBuilder:
     def launch(self) -> SSHEndpoint:
         wd = self.ctx.workdir
         client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
-        host_keys = generate_host_keys(wd, f"imgpipe-host-{self.ctx.build_id}")
-        host = host_keys["ed25519"]
         with self._step("key pair"):
             self._journal("aws-key-pair", buildres.remove_key_pair, key_name=self.name)
             args = {
@@ -259,28 +282,63 @@ class AwsBuilder:
                 self.ec2.delete_key_pair(KeyName=self.name)
                 self.ec2.import_key_pair(**args)
         with self._step("security group"):
-            subnet_id, vpc_id = self._network()
-            group_id = self._security_group(vpc_id)
+            self.subnet_id, vpc_id = self._network()
+            self.group_id = self._security_group(vpc_id)
+        instance = _Instance(self.source["ImageId"], self.ctx.target, self.name[:64], self.name, wd)
+        _, self.endpoint = self._boot(instance, client, "boot_to_ssh")
+        return self.endpoint
+
+    def boot_image(self, artifact: Artifact) -> SSHEndpoint:
+        """An instance of the new AMI, for the image tests: new client and host keys, the
+        build's security group, tagged as this target's test boot (`discard_image_boot`
+        and the journal terminate it)."""
+        if not isinstance(artifact, CloudImage) or artifact.kind != AMI:
+            raise BuildError(f"the aws builder boots AMIs, not {artifact.kind!r} artifacts")
+        wd = self.ctx.workdir / "test-boot"
+        wd.mkdir(mode=0o700)
+        client = generate_ed25519(wd / "build_key", f"imgpipe-test-{self.ctx.build_id}")
+        target = f"{self.ctx.target}{TEST_BOOT_SUFFIX}"
+        token = f"{self.name[:54]}{TEST_BOOT_SUFFIX}"
+        instance = _Instance(artifact.origin.image_id, target, token, None, wd)
+        self.test_instance_id, self.test_endpoint = self._boot(instance, client, "test_boot_to_ssh")
+        return self.test_endpoint
+
+    def discard_image_boot(self) -> None:
+        with self._step("test boot"):
+            buildres.terminate_build_instances(
+                self.ec2,
+                self.ctx.build_id,
+                f"{self.ctx.target}{TEST_BOOT_SUFFIX}",
+                timeout=self.settings.instance_timeout_s,
+                poll_interval=self.settings.poll_interval,
+            )
+
+    def _boot(self, instance: _Instance, client: KeyPair, stage: str) -> tuple[str, SSHEndpoint]:
+        """Launch one instance whose host key imgpipe generated and pins, and wait for SSH."""
+        host_keys = generate_host_keys(instance.workdir, f"imgpipe-host-{self.ctx.build_id}")
+        host = host_keys["ed25519"]
         with self._step("launch"):
             user_data = build_vm_user_data(client, host_keys, user=self.settings.ssh_user)
-            instance = self._run_instance(subnet_id, group_id, user_data)
+            launched = self._run_instance(instance, user_data)
         for key in host_keys.values():  # the instance has them now (user data); the seal removes them
             key.private.unlink()
-        self.instance_id = instance["InstanceId"]
-        self.ctx.emit.message(f"instance {self.instance_id} ({self.settings.instance_type}) launched")
+        instance_id = launched["InstanceId"]
+        if instance.target == self.ctx.target:
+            self.instance_id = instance_id  # debug_hint names it even if SSH never answers
+        self.ctx.emit.message(f"instance {instance_id} ({self.settings.instance_type}) launched")
         with self._step("wait"):
             running = buildres.wait_for_instance(
                 self.ec2,
-                self.instance_id,
+                instance_id,
                 "running",
                 timeout=self.settings.instance_timeout_s,
                 poll_interval=self.settings.poll_interval,
                 sleep=self._sleep,
             )
         address, port = self._ssh_address(running), self.settings.ssh_port
-        known_hosts = wd / "known_hosts"
+        known_hosts = instance.workdir / "known_hosts"
         write_known_hosts(known_hosts, address, port, host)
-        self.endpoint = SSHEndpoint(
+        endpoint = SSHEndpoint(
             address,
             port,
             self.settings.ssh_user,
@@ -290,16 +348,16 @@ class AwsBuilder:
             client.public,
             tuple(k.public for k in host_keys.values()),
         )
-        with self.ctx.emit.stage("boot_to_ssh"), self._step("wait"):
+        with self.ctx.emit.stage(stage), self._step("wait"):
             wait_for_ssh(
-                self.endpoint,
+                endpoint,
                 timeout=self.settings.ssh_timeout_s,
                 cancel=self.ctx.cancel,
-                still_running=self._instance_running,
-                describe=lambda: f"instance {self.instance_id} in {self.region}",
+                still_running=lambda: self._instance_running(instance_id),
+                describe=lambda: f"instance {instance_id} in {self.region}",
                 hint="check ssh_cidrs/ssh_interface reach the instance, or raise ssh_timeout_s",
             )
-        return self.endpoint
+        return instance_id, endpoint
 
     def _network(self) -> tuple[str | None, str]:
         s = self.settings
@@ -368,44 +426,45 @@ class AwsBuilder:
         self.ctx.emit.message(f"security group {group_id}: SSH from {', '.join(cidrs)}")
         return group_id  # type: ignore[no-any-return]
 
-    def _run_instance(
-        self, subnet_id: str | None, group_id: str, user_data: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _run_instance(self, instance: _Instance, user_data: dict[str, Any]) -> dict[str, Any]:
         import yaml
 
         s = self.settings
+        tags = {**self.tags, buildres.TARGET_TAG: instance.target}
         args: dict[str, Any] = {
-            "ImageId": self.source["ImageId"],
+            "ImageId": instance.image_id,
             "InstanceType": s.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "KeyName": self.name,
             "UserData": "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
             "InstanceInitiatedShutdownBehavior": "terminate",  # a guest poweroff leaves nothing running
-            "TagSpecifications": buildres.tag_specs(self.tags, "instance", "volume"),
-            "ClientToken": self.name[:64],  # a retried RunInstances starts no second instance
+            "TagSpecifications": buildres.tag_specs(tags, "instance", "volume"),
+            "ClientToken": instance.client_token,  # a retried RunInstances starts no second instance
             "MetadataOptions": {
                 "HttpEndpoint": "enabled",
                 "HttpTokens": "required" if s.imdsv2_required else "optional",
             },
         }
+        if instance.key_name:
+            args["KeyName"] = instance.key_name
         if s.iam_instance_profile:
             args["IamInstanceProfile"] = {"Name": s.iam_instance_profile}
+        subnet_id = self.subnet_id
         if s.associate_public_ip is None:
-            args["SecurityGroupIds"] = [group_id]
+            args["SecurityGroupIds"] = [self.group_id]
             if subnet_id:
                 args["SubnetId"] = subnet_id
         else:
             nic: dict[str, Any] = {
                 "DeviceIndex": 0,
-                "Groups": [group_id],
+                "Groups": [self.group_id],
                 "AssociatePublicIpAddress": s.associate_public_ip,
                 "DeleteOnTermination": True,
             }
             if subnet_id:
                 nic["SubnetId"] = subnet_id
             args["NetworkInterfaces"] = [nic]
-        if s.volume_size_gb:
+        if s.volume_size_gb and instance.key_name:  # the build instance's; an AMI keeps its own
             root = self.source.get("RootDeviceName", "/dev/xvda")
             args["BlockDeviceMappings"] = [
                 {
@@ -418,9 +477,8 @@ class AwsBuilder:
                 }
             ]
         # Recorded by tag before it exists: tags are applied atomically with the launch.
-        self._journal(
-            "aws-instance", buildres.remove_instances, build_id=self.ctx.build_id, target=self.ctx.target
-        )
+        kind = "aws-instance" if instance.target == self.ctx.target else TEST_BOOT
+        self._journal(kind, buildres.remove_instances, build_id=self.ctx.build_id, target=instance.target)
         return self.ec2.run_instances(**args)["Instances"][0]  # type: ignore[no-any-return]
 
     def _ssh_address(self, instance: dict[str, Any]) -> str:
@@ -436,13 +494,13 @@ class AwsBuilder:
             )
         return str(address)
 
-    def _instance_running(self) -> bool:
+    def _instance_running(self, instance_id: str) -> bool:
         """Checked while SSH does not answer yet; rate-limited by the SSH wait's own pace."""
         now = time.monotonic()
         if now - self._last_state_check < 10:
             return True
         self._last_state_check = now
-        reservations = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"]
+        reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         return reservations[0]["Instances"][0]["State"]["Name"] in {"pending", "running"}
 
     def stop(self) -> None:
@@ -527,11 +585,18 @@ class AwsBuilder:
         return CloudImage(AMI, name, (image,), image_tags)
 
     def debug_hint(self) -> str:
+        region = self.session.region if self.session else "?"
+        if self.test_endpoint is not None:  # the image tests failed: their instance is what to look at
+            return (
+                f"test instance {self.test_instance_id} of the new AMI in {region} is kept running.\n"
+                f"  reach it:  {shlex.join(self.test_endpoint.ssh_argv())}\n"
+                f"  remove it: imgpipe gc --build {self.ctx.build_id}"
+            )
         ep = self.endpoint
         ssh = shlex.join(ep.ssh_argv()) if ep else "(the instance never reached SSH)"
         return (
             f"build instance {self.instance_id or '(not launched)'} in "
-            f"{self.session.region if self.session else '?'} is kept running for debugging.\n"
+            f"{region} is kept running for debugging.\n"
             f"  reach it:  {ssh}\n"
             f"  remove it: imgpipe gc --build {self.ctx.build_id}"
         )

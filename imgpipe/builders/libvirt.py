@@ -7,6 +7,7 @@ import contextlib
 import re
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -16,7 +17,6 @@ from imgpipe.builders.egress_tunnel import close_egress, guest_write_files, open
 from imgpipe.builders.libvirt_domain import Accelerator, DomainPlan, domain_xml, probe_accelerator
 from imgpipe.builders.sshkeys import (
     BUILD_USER,
-    KeyPair,
     build_vm_user_data,
     free_loopback_port,
     generate_ed25519,
@@ -25,7 +25,8 @@ from imgpipe.builders.sshkeys import (
     write_known_hosts,
 )
 from imgpipe.capture import ImageFormat, convert_image, sha256_file
-from imgpipe.core import IMAGE_FILE, ImageFile, SSHEndpoint, TargetContext
+from imgpipe.cloudinit import write_nocloud_seed
+from imgpipe.core import IMAGE_FILE, Artifact, ImageFile, SSHEndpoint, TargetContext
 from imgpipe.errors import BuildError, Interrupted, run_command
 from imgpipe.journal import remove_path
 
@@ -95,6 +96,17 @@ def console_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no console output)"
 
 
+TEST_BOOT = "test-boot"  # journal kind of what a test boot of the captured image made
+
+
+@dataclass(frozen=True)
+class _Vm:
+    name: str  # the libvirt domain
+    workdir: Path  # its overlay, seed, keys and known_hosts
+    console_log: Path
+    instance_id: str  # what cloud-init sees: a new one is a new instance
+
+
 class LibvirtBuilder:
     Settings: ClassVar[type[BaseModel]] = LibvirtSettings
     builder_type: ClassVar[str] = "imgpipe.libvirt"
@@ -108,6 +120,7 @@ class LibvirtBuilder:
         self.console_log = ctx.log_dir / "console.log"
         self.base: Path | None = None
         self.endpoint: SSHEndpoint | None = None
+        self.test_endpoint: SSHEndpoint | None = None
 
     def prepare(self) -> dict[str, object]:
         from imgpipe.sources import resolve_source
@@ -117,55 +130,69 @@ class LibvirtBuilder:
         self.base_format = resolved.format
         return resolved.record
 
-    def _make_seed(self, client: KeyPair, host_keys: dict[str, KeyPair]) -> Path:
-        from imgpipe.cloudinit import write_nocloud_seed
-
-        seed = self.ctx.workdir / "seed.iso"
-        write_nocloud_seed(
-            seed,
-            instance_id=f"imgpipe-{self.ctx.build_id}",
-            hostname=f"imgpipe-{self.ctx.target}",
-            user_data={
-                **build_vm_user_data(client, host_keys, user=BUILD_USER),
-                "write_files": guest_write_files(),
-            },
-        )
-        for key in host_keys.values():  # only the seed needs them now; it goes with the workdir
-            key.private.unlink()
-        return seed
-
     def launch(self) -> SSHEndpoint:
         assert self.base is not None, "prepare() first"
-        wd, s = self.ctx.workdir, self.settings
+        s = self.settings
+        vm = _Vm(self.domain_name, self.ctx.workdir, self.console_log, f"imgpipe-{self.ctx.build_id}")
+        self.endpoint = self._boot(vm, self.base, self.base_format, f"{s.disk_gb}G", hostname=True)
+        open_egress(self.endpoint, self.ctx.resources, self._report_refused)
+        return self.endpoint
+
+    def boot_image(self, artifact: Artifact) -> SSHEndpoint:
+        """A fresh VM from the captured file, for the image tests: a throwaway overlay, a
+        new seed (a new instance to cloud-init, no hostname given: the image keeps its own),
+        new client and host keys, no package egress. `discard_image_boot` removes it."""
+        if not isinstance(artifact, ImageFile):
+            raise BuildError(f"the libvirt builder boots image files, not {artifact.kind!r} artifacts")
+        workdir = self.ctx.workdir / "test-boot"
+        workdir.mkdir(mode=0o700)
+        self.ctx.resources.track(TEST_BOOT, remove_path, path=str(workdir))
+        log_dir = self.ctx.log_dir / "verify"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        vm = _Vm(
+            f"{self.domain_name}-test", workdir, log_dir / "console.log", f"imgpipe-{self.ctx.build_id}-test"
+        )
+        self.test_vm = vm
+        self.test_endpoint = self._boot(vm, artifact.partial, artifact.format, None, hostname=False)
+        return self.test_endpoint
+
+    def discard_image_boot(self) -> None:
+        self.ctx.resources.close_kind(TEST_BOOT)
+
+    def _boot(
+        self, vm: _Vm, backing: Path, backing_format: str, size: str | None, *, hostname: bool
+    ) -> SSHEndpoint:
+        """Start a VM on an overlay of `backing` and wait until SSH answers with the host key
+        imgpipe generated for it (pinned in its known_hosts)."""
+        wd, s, build_vm = vm.workdir, self.settings, vm.name == self.domain_name
         client = generate_ed25519(wd / "build_key", f"imgpipe-build-{self.ctx.build_id}")
         host_keys = generate_host_keys(wd, f"imgpipe-host-{self.ctx.build_id}")
         host = host_keys["ed25519"]
-        seed = self._make_seed(client, host_keys)
-        run_command(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                self.base_format,
-                "-b",
-                str(self.base),
-                str(self.disk),
-                f"{s.disk_gb}G",
-            ]
+        user_data = build_vm_user_data(client, host_keys, user=BUILD_USER)
+        if build_vm:
+            user_data["write_files"] = guest_write_files()
+        seed = wd / "seed.iso"
+        write_nocloud_seed(
+            seed,
+            instance_id=vm.instance_id,
+            hostname=f"imgpipe-{self.ctx.target}" if hostname else None,
+            user_data=user_data,
         )
+        for key in host_keys.values():  # only the seed needs them now; it goes with the workdir
+            key.private.unlink()
+        disk = wd / "disk.qcow2"
+        create = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(backing)]
+        run_command([*create, str(disk), *([size] if size else [])])
         accel = probe_accelerator(s.accelerator)
-        self.ctx.emit.message(f"accelerator {accel.value}, {s.cpus} vCPU, {s.memory_mb} MiB")
+        self.ctx.emit.message(f"{vm.name}: accelerator {accel.value}, {s.cpus} vCPU, {s.memory_mb} MiB")
         conn = _connect(s.uri)
         try:
-            port = self._start_domain(conn, accel, seed)
+            port = self._start_domain(conn, accel, vm, disk, seed)
         finally:
             conn.close()
         known_hosts = wd / "known_hosts"
         write_known_hosts(known_hosts, "127.0.0.1", port, host)
-        self.endpoint = SSHEndpoint(
+        endpoint = SSHEndpoint(
             "127.0.0.1",
             port,
             BUILD_USER,
@@ -175,10 +202,9 @@ class LibvirtBuilder:
             client.public,
             tuple(k.public for k in host_keys.values()),
         )
-        with self.ctx.emit.stage("boot_to_ssh"):
-            self._wait_for_ssh(self.endpoint)
-        open_egress(self.endpoint, self.ctx.resources, self._report_refused)
-        return self.endpoint
+        with self.ctx.emit.stage("boot_to_ssh" if build_vm else "test_boot_to_ssh"):
+            self._wait_for_ssh(endpoint, vm)
+        return endpoint
 
     def _report_refused(self, text: str) -> None:
         self.ctx.emit.message(f"package proxy refused {text} (the build VM may reach only the network)")
@@ -187,24 +213,25 @@ class LibvirtBuilder:
         assert self.endpoint is not None, "launch() first"
         close_egress(self.endpoint, self.ctx.resources)
 
-    def _start_domain(self, conn: Any, accel: Accelerator, seed: Path) -> int:
+    def _start_domain(self, conn: Any, accel: Accelerator, vm: _Vm, disk: Path, seed: Path) -> int:
         import libvirt
 
         s = self.settings
         # Recorded before it exists: a kill -9 between create and record must not leak it.
-        self.ctx.resources.track("libvirt-domain", remove_domain, uri=s.uri, name=self.domain_name)
+        kind = "libvirt-domain" if vm.name == self.domain_name else TEST_BOOT
+        self.ctx.resources.track(kind, remove_domain, uri=s.uri, name=vm.name)
         for _attempt in range(3):  # the free port may be taken between probe and bind
             port = free_loopback_port()
             plan = DomainPlan(
-                self.domain_name,
+                vm.name,
                 self.ctx.build_id,
                 self.ctx.target,
                 accel,
                 s.memory_mb,
                 s.cpus,
-                self.disk,
+                disk,
                 seed,
-                self.console_log,
+                vm.console_log,
                 port,
             )
             try:
@@ -215,24 +242,24 @@ class LibvirtBuilder:
                     raise BuildError(f"libvirt could not start the build VM: {exc}") from None
         raise BuildError("could not forward a free loopback port to the build VM")
 
-    def _domain_running(self) -> bool:
+    def _domain_running(self, name: str | None = None) -> bool:
         import libvirt
 
         conn = _connect(self.settings.uri)
         try:
-            return bool(conn.lookupByName(self.domain_name).isActive())
+            return bool(conn.lookupByName(name or self.domain_name).isActive())
         except libvirt.libvirtError:
             return False
         finally:
             conn.close()
 
-    def _wait_for_ssh(self, ep: SSHEndpoint) -> None:
+    def _wait_for_ssh(self, ep: SSHEndpoint, vm: _Vm) -> None:
         wait_for_ssh(
             ep,
             timeout=self.settings.ssh_timeout_s,
             cancel=self.ctx.cancel,
-            still_running=self._domain_running,
-            describe=lambda: f"console tail ({self.console_log}):\n{console_tail(self.console_log)}",
+            still_running=lambda: self._domain_running(vm.name),
+            describe=lambda: f"console tail ({vm.console_log}):\n{console_tail(vm.console_log)}",
             hint="raise ssh_timeout_s, or check that the image runs cloud-init with NoCloud",
         )
 
@@ -275,6 +302,14 @@ class LibvirtBuilder:
         return ImageFile(partial, name, s.format.value, sha256_file(partial), partial.stat().st_size)
 
     def debug_hint(self) -> str:
+        if self.test_endpoint is not None:  # the image tests failed: their VM is what to look at
+            vm = self.test_vm
+            return (
+                f"test VM {vm.name} of the captured image is kept running for debugging.\n"
+                f"  reach it:  {shlex.join(self.test_endpoint.ssh_argv())}\n"
+                f"  console:   {vm.console_log}\n"
+                f"  remove it: imgpipe gc --build {self.ctx.build_id}"
+            )
         ep = self.endpoint
         ssh = shlex.join(ep.ssh_argv()) if ep else "(the VM never reached SSH)"
         return (

@@ -124,6 +124,17 @@ def _name_problems(spec: Spec, doc: Located) -> list[str]:
     return problems
 
 
+def _verify_problems(spec: Spec, doc: Located, directory: Path) -> list[str]:
+    """The image tests a spec names must exist before a VM is booted for them."""
+    problems = []
+    for section in ("testinfra", "playbooks"):
+        for i, name in enumerate(getattr(spec.verify, section)):
+            if not (directory / name).is_file():
+                loc = ("verify", section, i)
+                problems.append(f"{doc.position(loc)}: {field_path(loc)}: no such file {name!r}")
+    return problems
+
+
 def _declarations(doc: Located, path: Path) -> dict[str, Variable]:
     try:
         declared = _Declarations.model_validate({"variables": doc.data.get("variables") or {}}).variables
@@ -165,6 +176,7 @@ def parse_spec(
     )
     publish, steps, publish_problems = _validate_publish(spec, doc, targets)
     problems = _name_problems(spec, doc) + problems + publish_problems
+    problems += _verify_problems(spec, doc, path.resolve().parent)
     if problems:
         raise _fail(problems, path)
     return LoadedSpec(

@@ -143,6 +143,31 @@ class Seal(Strict):
     skip: tuple[SealStep, ...] = Field((), description="Seal steps to leave out.")
 
 
+class BuiltinChecks(StrEnum):
+    fail = "fail"
+    warn = "warn"
+
+
+class Verify(Strict):
+    """Tests against a fresh boot of the captured image, before anything is published."""
+
+    enabled: bool = Field(
+        True, description="Boot the captured image and test it; false: the manifest says it is unverified."
+    )
+    testinfra: tuple[str, ...] = Field(
+        (), description="pytest-testinfra files run against the fresh boot, relative to the spec."
+    )
+    playbooks: tuple[str, ...] = Field(
+        (), description="Ansible playbooks (assert tasks) run against the fresh boot, relative to the spec."
+    )
+    timeout_s: int = Field(600, ge=10, description="Abort the image tests after this many seconds.")
+    builtin_checks: BuiltinChecks = Field(
+        BuiltinChecks.fail,
+        description="What a failed built-in check (machine-id, host keys, build key, cloud-init, hostname, "
+        "shell history) does: fail the target, or only warn and record it.",
+    )
+
+
 class Spec(Strict):
     imgpipe: Literal[1] = Field(1, description="Spec format version.")
     name: str = Field(
@@ -154,6 +179,7 @@ class Spec(Strict):
     source: Source = Field(default_factory=Source, description="Where the build starts.")
     provision: Provision = Field(default_factory=Provision, description="What Ansible applies.")
     seal: Seal = Field(default_factory=Seal, description="How the machine is generalized.")
+    verify: Verify = Field(default_factory=Verify, description="Image tests on a fresh boot of the image.")
     publish: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Named publish steps; each has a 'publisher', 'from' (a target) and its settings.",

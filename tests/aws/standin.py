@@ -40,7 +40,9 @@ class SshdStandIn:
 
     def serve(self, user_data: str, host_key: str | None = None) -> None:
         """Start sshd with the user data's host key (or `host_key`, a private key text
-        standing in for an instance that is not the one imgpipe launched)."""
+        standing in for an instance that is not the one imgpipe launched). A later instance
+        (the test boot of the new AMI) takes the port over from the build instance's."""
+        self.close()
         config = cloud_config(user_data)
         key = self.dir / "host_ed25519"
         key.write_text(host_key or config["ssh_keys"]["ed25519_private"])

@@ -55,12 +55,14 @@ def spec_text(
     mode: str = "standard",
     ssh_timeout: int = 60,
     ami_name: str = "{spec}-{target}-{build_id}",
+    verify: str = "{builtin_checks: warn}",
     extra: str = "",
 ) -> str:
     return f"""\
 imgpipe: 1
 name: demo
 seal: {{enabled: false}}  # the stand-in is this host's own sshd: never seal it
+verify: {verify}  # builtin_checks: warn: the test boot is this host, as the build was
 provision:
   roles_path: [{roles}]
   roles:
@@ -182,7 +184,7 @@ def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolate
 
     # real Ansible ran over real SSH against the stand-in the user data described
     assert ec2_bake.marker.read_text() == "provisioned-in-ec2\n"
-    (launch,) = runs
+    launch, test_boot = runs  # the build instance, then one of the new AMI for the image tests
     assert launch["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert launch["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 by default
     assert "IamInstanceProfile" not in launch
@@ -201,6 +203,10 @@ def test_bake_in_ec2_provisions_over_ssh_and_publishes_the_ami(ec2_bake, isolate
     regions = dict(part.split(":") for part in build["artifact_id"].split(","))
     assert list(regions) == [SOURCE_REGION, "eu-west-1"]
     records = {img["region"]: img for img in build["custom_data"]["images"]}
+    assert test_boot["ImageId"] == regions[SOURCE_REGION] and "KeyName" not in test_boot
+    assert launch["UserData"] != test_boot["UserData"]  # new client and host keys
+    verify = manifest["imgpipe"]["targets"]["ec2"]["verify"]
+    assert verify["verified"] and verify["ok"]
     assert manifest["imgpipe"]["targets"]["ec2"]["source"]["image_id"] == ec2_bake.source_ami
     for region, image_id in regions.items():
         ec2 = plain("ec2", region)
@@ -471,3 +477,57 @@ def test_a_failing_ami_publisher_undoes_the_whole_target(ec2_bake, isolated_stat
     result = ec2_bake.run(extra=DR_PUBLISHER)
     assert "step 'copy' failed in us-west-2" in str(result.errors["ec2"]), result.errors
     assert ec2_bake.leftovers(isolated_state) == NOTHING  # eu-west-1's copy and the AMI went too
+
+
+IMAGE_TESTS = """\
+def test_the_role_ran(host):
+    assert host.file("{marker}").content_string == "provisioned-in-ec2\\n"
+
+
+def test_{name}(host):
+    assert host.file("{path}").exists, "{path} is missing"
+"""
+
+
+def test_a_failing_image_test_publishes_no_ami(ec2_bake, isolated_state):
+    """The tests run on an instance of the new AMI (the stand-in here: moto runs none)
+    before anything is published; one failure removes the AMI, nothing is left."""
+    tests = write(
+        ec2_bake.tmp / "test_image.py",
+        IMAGE_TESTS.format(marker=ec2_bake.marker, name="missing", path="/no/such/file"),
+    )
+    result = ec2_bake.run(verify=f"{{testinfra: [{tests.name}], builtin_checks: warn}}")
+    err = str(result.errors["ec2"])
+    assert "failed its tests on a fresh boot (1 failure)" in err
+    assert "test_missing" in err and "/no/such/file is missing" in err  # the test and its assertion
+    assert "test_the_role_ran" not in err
+    report = result.output_dir / "logs" / "ec2" / "verify"
+    assert "test_missing" in (report / "testinfra.xml").read_text()
+    assert "1 failed, 1 passed" in (report / "testinfra.log").read_text()
+    assert ec2_bake.leftovers(isolated_state) == NOTHING  # no AMI, copy, test instance or journal
+
+
+def test_passing_image_tests_publish_and_the_checks_are_recorded(ec2_bake, isolated_state):
+    tests = write(
+        ec2_bake.tmp / "test_image.py",
+        IMAGE_TESTS.format(marker=ec2_bake.marker, name="sshd", path="/usr/sbin/sshd"),
+    )
+    result = ec2_bake.run(verify=f"{{testinfra: [{tests.name}], builtin_checks: warn}}")
+    assert result.ok, result.errors
+    verify = json.loads((result.output_dir / "manifest.json").read_text())["imgpipe"]["targets"]["ec2"][
+        "verify"
+    ]
+    assert verify["ok"] and verify["failures"] == []
+    # the stand-in is this host, as the build instance was: the checks see the same machine
+    assert verify["checks"]["machine_id"] == "failed" and verify["checks"]["build_key"] == "passed"
+    assert {c["name"] for c in verify["failed_checks"]} >= {"machine_id", "hostname"}
+    left = ec2_bake.leftovers(isolated_state)
+    assert left["instances"] == [] and left["journal"] == []
+
+
+def test_failed_builtin_checks_fail_the_target_by_default(ec2_bake, isolated_state):
+    result = ec2_bake.run(verify="{}")
+    err = str(result.errors["ec2"])
+    assert "built-in check machine_id: machine-id" in err and "built-in check hostname" in err
+    assert "seal leaves the build VM's identity" in err
+    assert ec2_bake.leftovers(isolated_state) == NOTHING

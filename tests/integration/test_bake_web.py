@@ -9,6 +9,7 @@ import pytest
 from imgpipe.builders.sshkeys import generate_ed25519, key_fingerprint
 from imgpipe.capture import sha256_file
 from imgpipe.cloudinit import write_nocloud_seed
+from tests.conftest import REPO, write
 from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
 from tests.integration.imagefs import ImageFiles
 from tests.integration.vmboot import BootedImage
@@ -155,3 +156,54 @@ def test_the_captured_image_carries_no_build_identity(web_build, tmp_path):
         assert b"43128" not in (image.read("/etc/environment") or b"")
     finally:
         image.close()
+
+
+def test_the_image_was_tested_on_a_fresh_boot(web_build):
+    verify = web_build["manifest"]["imgpipe"]["targets"]["local"]["verify"]
+    assert verify["ok"] and verify["tests"]["testinfra"] == ["tests/test_web.py"]
+    assert set(verify["checks"].values()) == {"passed"}, verify["checks"]
+    assert "2 passed" in (web_build["dir"] / "logs" / "local" / "verify" / "testinfra.log").read_text()
+
+
+def test_the_sbom_lists_the_installed_packages_and_validates(web_build):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    sbom = web_build["manifest"]["imgpipe"]["targets"]["local"]["sbom"]
+    path = web_build["dir"] / sbom["file"]
+    text = path.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    components = {c["name"]: c for c in json.loads(text)["components"]}
+    assert {"nginx-light", "openssh-server", "cloud-init", "linux-image-cloud-amd64"} <= set(components)
+    assert components["nginx-light"]["purl"].startswith("pkg:deb/debian/nginx-light@")
+    assert sbom["packages"] == len(components)
+    assert f"{sha256_file(path)}  {sbom['file']}" in (web_build["dir"] / "SHA256SUMS").read_text()
+
+
+def test_diff_lists_a_package_added_to_the_example(web_build, tmp_path):
+    """Tonight's image has one more package than yesterday's: `imgpipe diff` says which."""
+    example = (REPO / "examples" / "web.yml").read_text()
+    spec = example.replace(
+        "verify:  # tests run on a fresh boot of the captured image, before it is published\n"
+        "  testinfra: [tests/test_web.py]\n",
+        "verify: {enabled: false}  # tested by the bake of the example itself\n",
+    ).replace("seal:\n", "  playbooks: [more.yml]\nseal:\n", 1)
+    write(tmp_path / "web.yml", spec)
+    write(
+        tmp_path / "more.yml",
+        "- hosts: all\n  become: true\n  tasks:\n"
+        "    - ansible.builtin.apt: {name: tree, install_recommends: false}\n",
+    )
+    proc = run_imgpipe(web_build["env"], "bake", str(tmp_path / "web.yml"), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    tonight = build_dir_from(proc.stdout)
+    text = run_imgpipe(web_build["env"], "diff", str(web_build["dir"]), str(tonight))
+    assert text.returncode == 0, text.stderr
+    added = [line for line in text.stdout.splitlines() if line.startswith("  + ")]
+    assert [line.split()[1] for line in added] == ["tree"], text.stdout
+    assert "inputs: spec" in text.stdout  # another spec file
+    as_json = json.loads(
+        run_imgpipe(web_build["env"], "diff", str(web_build["dir"]), str(tonight), "--json").stdout
+    )
+    assert [p["name"] for p in as_json["targets"]["local"]["added"]] == ["tree"]
+    assert as_json["targets"]["local"]["removed"] == [] and as_json["targets"]["local"]["upgraded"] == []

@@ -163,3 +163,12 @@ def test_publish_from_problems_are_located(tmp_path):
         f"{f}:9:36: publish.d.from: publish entry 'e' (aws-import) makes an artifact of kind 'ami'; "
         "publisher 'aws-import' takes 'image-file'"
     ) in msg
+
+
+def test_image_tests_a_spec_names_must_exist(tmp_path):
+    write(tmp_path / "tests" / "test_ok.py", "def test_ok(host):\n    pass\n")
+    text = GOOD + "verify:\n  testinfra: [tests/test_ok.py, tests/missing.py]\n  playbooks: [gone.yml]\n"
+    msg, f = problems(tmp_path, text)
+    assert f"{f}:6:33: verify.testinfra[1]: no such file 'tests/missing.py'" in msg
+    assert f"{f}:7:15: verify.playbooks[0]: no such file 'gone.yml'" in msg
+    assert "test_ok" not in msg
