@@ -1,0 +1,358 @@
+"""The Catalog: every bake's record, queryable. Each method is one short transaction,
+so a bake killed at any moment leaves the catalog as it was after its last step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from imgpipe.catalog.errors import CatalogError
+from imgpipe.catalog.models import Artifact, Build, CatalogKey, Spec, Status, TargetBuild
+from imgpipe.catalog.owner import Owner
+from imgpipe.catalog.record import artifacts_in, plain
+from imgpipe.catalog.schema import ensure_schema
+from imgpipe.catalog.url import catalog_url, engine_url, mask_url, scrub
+from imgpipe.catalog.views import BuildView, TargetBuildView
+
+__all__ = ["Catalog", "CatalogError", "open_catalog"]
+
+ENDINGS = (Status.SUCCEEDED, Status.FAILED, Status.INTERRUPTED)
+_SQLITE_BUSY_MS = 30_000
+
+
+def open_catalog(url: str | None = None) -> Catalog:
+    """Open the catalog at `url` (default: catalog_url()), creating or migrating its schema
+    to this imgpipe's; CatalogError if it can't be reached or a newer imgpipe wrote it."""
+    url = catalog_url(url)
+    catalog = Catalog(_create_engine(url), mask_url(url), url)
+    try:
+        catalog.migrate()
+    except BaseException:
+        catalog.close()
+        raise
+    return catalog
+
+
+class Catalog:
+    """Builds, their targets and artifacts, spec names and who owns them, and the HMAC key."""
+
+    def __init__(self, engine: Engine, url_masked: str, url: str) -> None:
+        self._engine = engine
+        self.url_masked = url_masked
+        self._url = url  # only to scrub its password from driver messages
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._key: bytes | None = None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def migrate(self) -> None:
+        """Create the schema, or migrate it to this imgpipe's; refuse a newer one."""
+        with self._translated_errors("open the catalog"):
+            ensure_schema(self._engine, self.url_masked)
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def hmac_key(self) -> bytes:
+        """The key for fingerprinting sensitive values: made once with the catalog, the same
+        for every runner that shares it."""
+        if self._key is None:
+            with self._transaction("read the HMAC key") as session:
+                row = session.get(CatalogKey, 1)
+                if row is None:
+                    raise CatalogError(f"the catalog at {self.url_masked} has lost its HMAC key")
+                self._key = bytes(row.key)
+        return self._key
+
+    def claim_spec(self, name: str, origin: str) -> None:
+        """Make `origin` (where the spec lives, e.g. "host:/abs/path.yml") the owner of the
+        spec name `name`; the first claim wins, and a claim from elsewhere is refused so one
+        team's prune can never reach another team's images."""
+        for attempt in range(2):
+            try:
+                with self._transaction("claim the spec name") as session:
+                    owner = session.get(Spec, name)
+                    if owner is None:
+                        session.add(Spec(name=name, origin=origin, claimed_at=_now()))
+                        return
+            except CatalogError as exc:
+                if attempt or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+                continue  # another runner claimed it this instant: read its claim
+            if owner.origin != origin:
+                raise CatalogError(
+                    f"spec name {name!r} is taken in the catalog at {self.url_masked}: it belongs to "
+                    f"{owner.origin}, and this spec is {origin}",
+                    hint="give this spec its own name (e.g. prefix it with your team's)",
+                )
+            return
+
+    def start_build(
+        self,
+        build_id: str,
+        spec_name: str,
+        spec_path: str,
+        targets: list[str],
+        *,
+        imgpipe_version: str,
+        ansible_core: str,
+    ) -> None:
+        """Record a build as running, owned by this process; `spec_name` must be claimed."""
+        owner = Owner.current()
+        with self._transaction("record the build's start") as session:
+            if session.get(Spec, spec_name) is None:
+                raise CatalogError(
+                    f"spec name {spec_name!r} is not claimed in the catalog: claim_spec() first"
+                )
+            session.add(
+                Build(
+                    id=build_id,
+                    spec_name=spec_name,
+                    spec_path=spec_path,
+                    status=Status.RUNNING,
+                    target_names=list(targets),
+                    imgpipe_version=imgpipe_version,
+                    ansible_core=ansible_core,
+                    owner_host=owner.host,
+                    owner_pid=owner.pid,
+                    owner_pid_start=owner.pid_start,
+                    owner_boot=owner.boot,
+                    owner_pidns=owner.pidns,
+                    owner_machine=owner.machine,
+                    started_at=_now(),
+                    targets=[
+                        TargetBuild(target=t, status=Status.RUNNING, fingerprint_parts={}, record={})
+                        for t in targets
+                    ],
+                )
+            )
+
+    def finish_target(
+        self,
+        build_id: str,
+        target: str,
+        *,
+        status: str,
+        fingerprint: str | None,
+        fingerprint_parts: dict[str, Any],
+        publish_fingerprint: str | None,
+        record: dict[str, Any],
+    ) -> None:
+        """Record how one target ended (succeeded / failed / interrupted), with its manifest
+        record (artifact_id, files, data, build_vm, verify, sbom, timings, error, source,
+        published) and the artifacts found in it."""
+        ending = _ending(status)
+        record = plain(record)
+        parts = plain(fingerprint_parts)
+        with self._transaction("record the target's end") as session:
+            row = session.get(TargetBuild, (build_id, target))
+            if row is None:
+                raise CatalogError(f"build {build_id} has no target {target!r} in the catalog")
+            row.status = ending
+            row.fingerprint = fingerprint
+            row.fingerprint_parts = parts
+            row.publish_fingerprint = publish_fingerprint
+            row.artifact_id = record.get("artifact_id")
+            row.record = record
+            row.finished_at = _now()
+            row.artifacts = [
+                Artifact(kind=a.kind, ref=a.ref, region=a.region, data=a.data) for a in artifacts_in(record)
+            ]
+
+    def finish_build(self, build_id: str, status: str) -> None:
+        """Record how the build ended. A target it never finished ends `interrupted` with an
+        interrupted build, else `failed` (never `succeeded`: it recorded no image)."""
+        ending = _ending(status)
+        left = Status.INTERRUPTED if ending is Status.INTERRUPTED else Status.FAILED
+        with self._transaction("record the build's end") as session:
+            build = session.get(Build, build_id)
+            if build is None or build.status != Status.RUNNING:
+                state = "is not in the catalog" if build is None else f"has already ended ({build.status})"
+                raise CatalogError(f"build {build_id} {state}")
+            now = _now()
+            build.status, build.finished_at = ending, now
+            for row in build.targets:
+                if row.status == Status.RUNNING:
+                    row.status, row.finished_at = left, now
+
+    def reap_abandoned(self, spec_name: str | None = None) -> list[str]:
+        """Mark `abandoned` every running build (of `spec_name`, or all) whose owner process
+        ran on this host and is gone (kill -9, a crash, a reboot); returns their ids. Builds
+        of other hosts are left to those hosts."""
+        query = select(Build).where(Build.status == Status.RUNNING).options(selectinload(Build.targets))
+        if spec_name is not None:
+            query = query.where(Build.spec_name == spec_name)
+        reaped = []
+        with self._transaction("mark abandoned builds") as session:
+            for build in session.scalars(query):
+                if not _owner(build).is_gone():
+                    continue
+                now = _now()
+                session.execute(
+                    update(Build)
+                    .where(Build.id == build.id, Build.status == Status.RUNNING)
+                    .values(status=Status.ABANDONED, finished_at=now)
+                )
+                session.execute(
+                    update(TargetBuild)
+                    .where(TargetBuild.build_id == build.id, TargetBuild.status == Status.RUNNING)
+                    .values(status=Status.ABANDONED, finished_at=now)
+                )
+                reaped.append(build.id)
+        return reaped
+
+    def last_good(self, spec_name: str, target: str) -> TargetBuildView | None:
+        """The newest build of `target` that succeeded."""
+        return self._newest_good(spec_name, target, fingerprint=None)
+
+    def find_good(self, spec_name: str, target: str, fingerprint: str) -> TargetBuildView | None:
+        """The newest successful build of `target` from exactly these inputs."""
+        return self._newest_good(spec_name, target, fingerprint=fingerprint)
+
+    def builds(self, spec_name: str | None = None, limit: int = 50) -> list[BuildView]:
+        """Builds, newest first."""
+        query = _builds().order_by(Build.started_at.desc(), Build.id.desc()).limit(limit)
+        if spec_name is not None:
+            query = query.where(Build.spec_name == spec_name)
+        with self._transaction("list builds") as session:
+            return [BuildView.of(b) for b in session.scalars(query)]
+
+    def get(self, build_id: str) -> BuildView | None:
+        """A build by its id or a unique prefix of it; CatalogError if the prefix is ambiguous."""
+        with self._transaction("read a build") as session:
+            exact = session.scalars(_builds().where(Build.id == build_id)).first()
+            if exact is not None:
+                return BuildView.of(exact)
+            pattern = build_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            found = session.scalars(_builds().where(Build.id.like(pattern, escape="\\")).limit(4)).all()
+            if len(found) > 1:
+                some = ", ".join(b.id for b in found[:3]) + (", ..." if len(found) > 3 else "")
+                raise CatalogError(
+                    f"build id {build_id!r} is ambiguous: it matches {some}",
+                    hint="give more of the build id",
+                )
+            return BuildView.of(found[0]) if found else None
+
+    def _newest_good(self, spec_name: str, target: str, fingerprint: str | None) -> TargetBuildView | None:
+        query = (
+            select(TargetBuild)
+            .join(Build)
+            .where(
+                Build.spec_name == spec_name,
+                TargetBuild.target == target,
+                TargetBuild.status == Status.SUCCEEDED,
+            )
+            .order_by(Build.started_at.desc(), Build.id.desc())
+            .options(selectinload(TargetBuild.build), selectinload(TargetBuild.artifacts))
+            .limit(1)
+        )
+        if fingerprint is not None:
+            query = query.where(TargetBuild.fingerprint == fingerprint)
+        with self._transaction("find a good build") as session:
+            row = session.scalars(query).first()
+            return TargetBuildView.of(row) if row else None
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[Session]:
+        with self._translated_errors(doing), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _translated_errors(self, doing: str) -> Iterator[None]:
+        """Database errors as CatalogError naming the masked URL, with the driver's reason
+        (never its statement or parameters) and no password."""
+        try:
+            yield
+        except DBAPIError as exc:
+            reason = scrub(str(exc.orig).strip(), self._url)
+            raise CatalogError(
+                f"could not {doing} (catalog {self.url_masked}): {reason}",
+                hint=_hint(exc),
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise CatalogError(
+                f"could not {doing} (catalog {self.url_masked}): {scrub(str(exc), self._url)}"
+            ) from exc
+
+
+def _create_engine(url: str) -> Engine:
+    target = engine_url(url)
+    if target.get_backend_name() != "sqlite":
+        # pre-ping: a bake holds its pool for hours, past server restarts and idle timeouts
+        return create_engine(target, pool_size=2, max_overflow=4, pool_pre_ping=True)
+    if target.database and target.database != ":memory:":
+        _create_private(target.database)
+    engine = create_engine(target)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_setup(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers and one writer at once, across processes
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Any) -> None:
+        # Take the write lock up front: a read that later writes would otherwise fail at once
+        # with SQLITE_BUSY when another process wrote meanwhile, busy timeout or not.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _create_private(path: str) -> None:
+    """The SQLite file holds the HMAC key: readable by its owner only (its -wal and -shm
+    files take the same mode)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise CatalogError(
+            f"could not create the catalog {path}: {exc.strerror}",
+            hint="check the directory exists and is writable, or pass --catalog / IMGPIPE_CATALOG",
+        ) from exc
+
+
+def _builds() -> Any:
+    return select(Build).options(selectinload(Build.targets).selectinload(TargetBuild.artifacts))
+
+
+def _owner(build: Build) -> Owner:
+    return Owner(
+        host=build.owner_host,
+        pid=build.owner_pid,
+        pid_start=build.owner_pid_start,
+        boot=build.owner_boot,
+        pidns=build.owner_pidns,
+        machine=build.owner_machine,
+    )
+
+
+def _ending(status: str) -> Status:
+    if status not in ENDINGS:
+        raise ValueError(f"a build or target ends {', '.join(ENDINGS)}; not {status!r}")
+    return Status(status)
+
+
+def _hint(exc: DBAPIError) -> str | None:
+    if exc.connection_invalidated or "connect" in str(exc.orig).lower():
+        return "check the catalog URL (--catalog / IMGPIPE_CATALOG) and that the database is reachable"
+    return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

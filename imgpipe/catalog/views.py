@@ -1,0 +1,89 @@
+"""What the catalog hands out: frozen plain data, detached from any session, so callers
+never touch SQLAlchemy (and never trigger a lazy load after the transaction ended)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from imgpipe.catalog.models import Artifact, Build, Status, TargetBuild
+
+
+@dataclass(frozen=True)
+class ArtifactView:
+    kind: str  # imgpipe.core.artifact.IMAGE_FILE, AMI, or a plugin's kind
+    ref: str  # the file name, or the image id
+    region: str | None
+    data: dict[str, Any]  # file: size, sha256; cloud image: snapshot_ids, publisher
+
+    @classmethod
+    def of(cls, row: Artifact) -> ArtifactView:
+        return cls(kind=row.kind, ref=row.ref, region=row.region, data=dict(row.data))
+
+
+@dataclass(frozen=True)
+class TargetBuildView:
+    build_id: str
+    spec_name: str
+    target: str
+    status: Status
+    started_at: datetime  # when its build started
+    finished_at: datetime | None
+    fingerprint: str | None
+    fingerprint_parts: dict[str, Any]
+    publish_fingerprint: str | None
+    artifact_id: str | None
+    record: dict[str, Any]  # the target's manifest record
+    artifacts: tuple[ArtifactView, ...]
+
+    @classmethod
+    def of(cls, row: TargetBuild) -> TargetBuildView:
+        return cls(
+            build_id=row.build_id,
+            spec_name=row.build.spec_name,
+            target=row.target,
+            status=Status(row.status),
+            started_at=row.build.started_at,
+            finished_at=row.finished_at,
+            fingerprint=row.fingerprint,
+            fingerprint_parts=dict(row.fingerprint_parts),
+            publish_fingerprint=row.publish_fingerprint,
+            artifact_id=row.artifact_id,
+            record=dict(row.record),
+            artifacts=tuple(ArtifactView.of(a) for a in row.artifacts),
+        )
+
+
+@dataclass(frozen=True)
+class BuildView:
+    id: str
+    spec_name: str
+    spec_path: str
+    status: Status
+    started_at: datetime
+    finished_at: datetime | None
+    imgpipe_version: str
+    ansible_core: str
+    owner_host: str
+    owner_pid: int
+    targets: tuple[TargetBuildView, ...]  # every target the build set out to make, by name
+
+    @classmethod
+    def of(cls, row: Build) -> BuildView:
+        return cls(
+            id=row.id,
+            spec_name=row.spec_name,
+            spec_path=row.spec_path,
+            status=Status(row.status),
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            imgpipe_version=row.imgpipe_version,
+            ansible_core=row.ansible_core,
+            owner_host=row.owner_host,
+            owner_pid=row.owner_pid,
+            targets=tuple(TargetBuildView.of(t) for t in row.targets),
+        )
+
+    def target(self, name: str) -> TargetBuildView | None:
+        return next((t for t in self.targets if t.target == name), None)
