@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgpipe.errors import BuildError, SpecError, run_command
-from imgpipe.paths import cache_dir
 
 if TYPE_CHECKING:
     from imgpipe.events import Emitter
@@ -74,23 +73,18 @@ def resolve_source(
 
 
 def _bootstrap(loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None) -> ResolvedSource:
-    from imgpipe.sources.bootstrap import BootstrapRecipe, build_base_image, recipe_key
-    from imgpipe.spec.model import Bootstrap
+    from imgpipe.sources.bootstrap import build_base_image, recipe_key
+    from imgpipe.sources.identity import bootstrap_recipe, cached_base_path
 
-    wanted = loaded.spec.source.bootstrap or Bootstrap()
-    recipe = BootstrapRecipe(
-        distro=wanted.distro,
-        suite=wanted.suite,
-        extra_packages=tuple(wanted.packages),
-        disk_size_gb=wanted.disk_gb,
-    )
+    recipe = bootstrap_recipe(loaded)  # the one recipe the fingerprint names too
     key = recipe_key(recipe)
-    base = cache_dir() / "bases" / f"{recipe.distro}-{recipe.suite}-{key[:16]}.qcow2"
+    base = cached_base_path(recipe, key)
     record: dict[str, Any] = {
         "kind": "bootstrap",
         "distro": recipe.distro,
         "suite": recipe.suite,
         "packages": list(recipe.extra_packages),
+        "keep": list(recipe.keep),
         "key": key,
     }
     with cache_lock(base):

@@ -24,7 +24,7 @@ from imgpipe.errors import BuildError, run_command
 
 # Bump whenever the build steps or the files written into the tree change:
 # it is part of recipe_key, so cached base images are rebuilt.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 BASE_PACKAGES: tuple[str, ...] = (
     "openssh-server",
@@ -41,6 +41,40 @@ BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
     "sudo",
 )
+
+# A slim base: dpkg path filters leave out what a machine image does not need. They live in the
+# base (/etc/dpkg/dpkg.cfg.d/imgpipe-slim), not in the seal, because there they also filter every
+# package a role installs later (nginx's docs never land) and dpkg never writes the files at all:
+# nothing to delete at seal time and then trim, and the same file on every instance keeps later
+# installs slim too. dpkg's database still lists every file (an SBOM or `dpkg -L` sees them all).
+# The price: the filters change the cached base, so `keep` is part of recipe_key. Each group
+# below is left out unless the spec's `source.bootstrap.keep` names it.
+SLIM_GROUPS: dict[str, tuple[str, ...]] = {
+    "docs": (
+        "path-exclude=/usr/share/doc/*",
+        "path-include=/usr/share/doc/*/copyright",  # licences stay with what they cover
+        "path-exclude=/usr/share/info/*",
+    ),
+    "man_pages": ("path-exclude=/usr/share/man/*",),
+    "locales": (  # translations and locale sources beyond C and English
+        "path-exclude=/usr/share/locale/*",
+        "path-include=/usr/share/locale/locale.alias",
+        "path-include=/usr/share/locale/en*",
+        "path-exclude=/usr/share/i18n/locales/*",
+        # what locale-gen needs for C, POSIX and the en_* locales (files they `copy`/`include`)
+        *(
+            f"path-include=/usr/share/i18n/locales/{name}"
+            for name in ("C", "POSIX", "en_*", "i18n*", "iso14651_t1*", "translit_*")
+        ),
+        "path-exclude=/usr/share/i18n/charmaps/*",
+        "path-include=/usr/share/i18n/charmaps/UTF-8.gz",
+    ),
+}
+SLIM_CFG = "etc/dpkg/dpkg.cfg.d/imgpipe-slim"
+# mmdebstrap's own hook for merged /usr (symlinks and the usr-is-merged package), as debootstrap
+# does it. Without it apt picks `usrmerge` for init-system-helpers, and with it all of perl
+# (~50 MB) that nothing else in the base needs.
+MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr"
 
 # Embedded in core.img: the tree holds no GRUB modules, so everything needed to find
 # the root fs, read grub.cfg and boot Linux must be inside core.img.
@@ -74,14 +108,23 @@ class BootstrapRecipe:
     suite: str = "bookworm"
     extra_packages: tuple[str, ...] = ()
     disk_size_gb: int = 4  # virtual size of the base disk
+    keep: tuple[str, ...] = ()  # SLIM_GROUPS the base keeps (docs, man_pages, locales)
 
 
 def recipe_key(recipe: BootstrapRecipe) -> str:
     """sha256 over the canonical JSON of the recipe and RECIPE_VERSION."""
     doc = {"recipe_version": RECIPE_VERSION, **asdict(recipe)}
     doc["extra_packages"] = sorted(set(recipe.extra_packages))
+    doc["keep"] = sorted(set(recipe.keep))
     canon = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def slim_filters(keep: tuple[str, ...]) -> list[str]:
+    """dpkg path filters for the groups not kept, in order (dpkg: the last match wins)."""
+    if unknown := sorted(set(keep) - set(SLIM_GROUPS)):
+        raise BuildError(f"bootstrap keep: unknown {', '.join(unknown)} (known: {', '.join(SLIM_GROUPS)})")
+    return [rule for group, rules in SLIM_GROUPS.items() if group not in keep for rule in rules]
 
 
 def build_base_image(
@@ -104,11 +147,16 @@ def build_base_image(
         remove_unmounted(tree)
         log(f"mmdebstrap {recipe.suite} into {tree}")
         packages = sorted(set(BASE_PACKAGES) | set(recipe.extra_packages))
+        # mmdebstrap writes these to the tree's dpkg.cfg.d/99mmdebstrap and applies them to the
+        # essential packages it extracts itself, too; _name_slim_config renames the file.
+        filters = slim_filters(recipe.keep)
         run_command(
             [
                 "mmdebstrap",
                 "--variant=apt",
                 "--skip=cleanup/apt/lists",
+                f"--hook-dir={MERGED_USR_HOOK}",
+                *(f"--dpkgopt={rule}" for rule in filters),
                 "--include=" + ",".join(packages),
                 '--customize-hook=chroot "$1" systemctl enable systemd-networkd systemd-resolved',
                 # LVM snapshot reaper: no LVM here; it costs ~10 s of CPU at boot under TCG
@@ -121,6 +169,7 @@ def build_base_image(
         )
         log("customizing the tree")
         _customize_tree(tree, root_uuid)
+        _name_slim_config(tree, filters)
         log(f"writing {recipe.disk_size_gb} GiB disk (ext4 from tree, GRUB in MBR)")
         _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
         log(f"converting to qcow2 at {dest}")
@@ -220,6 +269,32 @@ def _customize_tree(tree: Path, root_uuid: str) -> None:
     # Lists are kept: mark them fresh for Ansible's apt cache_valid_time.
     _write(tree / "var/lib/apt/periodic/update-success-stamp", "")
     _write(tree / "boot/grub/grub.cfg", _grub_cfg(tree, root_uuid))
+
+
+_SLIM_HEADER = """\
+# imgpipe's slim base: dpkg leaves these paths out of every package it installs, now and
+# later (the last matching rule wins). dpkg's database still lists the files. To have them
+# on a machine, delete this file and reinstall the packages (apt-get install --reinstall);
+# to bake images with them, list docs, man_pages or locales in the spec's source.bootstrap.keep.
+"""
+
+
+def _name_slim_config(tree: Path, filters: list[str]) -> None:
+    """mmdebstrap's --dpkgopt file becomes imgpipe-slim, with a header saying what it is."""
+    written = tree / "etc/dpkg/dpkg.cfg.d/99mmdebstrap"
+    if not filters:
+        remove_unmounted(written)  # empty if it exists at all: we passed no dpkg options
+        return
+    rules = [line for line in written.read_text().splitlines() if line.strip()]
+    if rules != filters:
+        raise BuildError(f"{written}: expected imgpipe's dpkg path filters only, found {rules}")
+    written.unlink()
+    _write(tree / SLIM_CFG, _SLIM_HEADER + "\n".join(filters) + "\n")
+    if any(rule.startswith("path-exclude=/usr/share/man/") for rule in filters):
+        # Empty section directories, as Debian's slim container images keep them: without
+        # them update-alternatives fails to link a man page a package ships elsewhere (Java).
+        for section in range(1, 9):
+            (tree / f"usr/share/man/man{section}").mkdir(parents=True, exist_ok=True)
 
 
 def _grub_cfg(tree: Path, root_uuid: str) -> str:

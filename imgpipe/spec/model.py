@@ -77,6 +77,13 @@ class Bootstrap(Strict):
     suite: Literal["bookworm"] = Field("bookworm", description="Distribution release.")
     packages: tuple[str, ...] = Field((), description="Extra packages baked into the base.")
     disk_gb: int = Field(4, ge=2, le=64, description="Virtual size of the base disk in GiB.")
+    keep: tuple[Literal["docs", "man_pages", "locales"], ...] = Field(
+        (),
+        description="What the slim base keeps that it leaves out by default: docs (/usr/share/doc beyond "
+        "copyright files, info pages), man_pages, locales (translations and locale sources beyond C and "
+        "English). The base's dpkg path filters apply to the packages roles install too; a different "
+        "`keep` is a different cached base.",
+    )
 
 
 class ImageSource(Strict):
