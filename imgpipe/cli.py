@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from imgpipe import __version__
+from imgpipe.cli_catalog import CatalogOpt, register
 from imgpipe.vm_cli import vm_app  # light: its commands import their logic when run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from imgpipe.catalog import Catalog
     from imgpipe.errors import ImgpipeError
     from imgpipe.gc import Sweep
     from imgpipe.spec.load import LoadedSpec
@@ -30,6 +32,7 @@ app = typer.Typer(
     help="Bake machine images from a YAML spec and your existing Ansible roles.",
 )
 app.add_typer(vm_app, name="vm")  # imgpipe vm up/down: the Molecule driver's VM
+register(app)  # status, builds, show
 
 _DEBUG = False
 
@@ -191,6 +194,15 @@ def bake(
         int | None, typer.Option("--parallel", min=1, help="Targets baked at once (default: all).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per event on stdout.")] = False,
+    if_changed: Annotated[
+        bool,
+        typer.Option(
+            "--if-changed",
+            help="Bake nothing when the catalog holds a good build of each selected target with the "
+            "same inputs (fingerprint) whose artifacts still exist.",
+        ),
+    ] = False,
+    catalog_url: CatalogOpt = None,
 ) -> None:
     """Bake the spec's targets, in parallel, into OUTPUT/<name>/<build-id>/."""
     from imgpipe.errors import Interrupted, SpecError
@@ -205,17 +217,49 @@ def bake(
             raise SpecError(f"--on-error {on_error!r}: expected 'cleanup' or 'abort'")
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
+        catalog = _catalog_for_bake(catalog_url, loaded)
+        if if_changed and _up_to_date(catalog, loaded, targets):
+            return
+        from imgpipe.history import BakeRecorder
+
         options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
         reporter = make_reporter(list(targets), json_out)
         try:
-            result = run_bake(loaded, options, reporter)
+            result = run_bake(loaded, options, reporter, recorder=BakeRecorder(catalog, loaded))
         finally:
             reporter.close()
+            catalog.close()
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         _abort(Interrupted("interrupted") if isinstance(exc, KeyboardInterrupt) else exc)
     _render_result(result, json_out)
+
+
+def _catalog_for_bake(url: str | None, loaded: LoadedSpec) -> Catalog:
+    """The catalog a bake records itself in: this spec's abandoned builds reaped, and its
+    name claimed (another spec of the same name elsewhere is refused)."""
+    from imgpipe.cli_catalog import open_catalog_for
+    from imgpipe.history import spec_origin
+
+    catalog = open_catalog_for(url)
+    catalog.claim_spec(loaded.spec.name, spec_origin(loaded.path))
+    return catalog
+
+
+def _up_to_date(catalog: Catalog, loaded: LoadedSpec, targets: tuple[str, ...]) -> bool:
+    from imgpipe.history import target_status
+
+    key = catalog.hmac_key()
+    statuses = [target_status(catalog, loaded, t, key) for t in targets]
+    if not all(s.up_to_date for s in statuses):
+        for s in statuses:
+            if not s.up_to_date:
+                typer.echo(f"{s.target} changed: {'; '.join(s.changes)}", err=True)
+        return False
+    typer.echo("up to date: " + ", ".join(dict.fromkeys(str(s.build_id) for s in statuses)))
+    catalog.close()
+    return True
 
 
 def _render_result(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
@@ -292,8 +336,10 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be removed and why; change nothing.")
     ] = False,
+    catalog_url: CatalogOpt = None,
 ) -> None:
-    """Remove temporary resources left by killed builds (or kept by --on-error abort)."""
+    """Remove temporary resources left by killed builds (or kept by --on-error abort), and
+    mark their catalog records abandoned."""
     from imgpipe.gc import (
         SWEEP_MIN_AGE_H,
         apply_journal,
@@ -328,10 +374,23 @@ def gc(
         bucket_region = (aws_region or [None])[0]
         sweeps = plan_bucket_sweeps(aws_bucket, bucket_region, sweep_hours, journal_dir)
         _render_sweeps(sweeps, sweep_hours, dry_run)
+    if not dry_run:
+        _reap_catalog(catalog_url)
     if not (aws_region or aws_bucket or plan.journal):
         typer.echo("nothing to remove")
     if failures:
         raise typer.Exit(1)
+
+
+def _reap_catalog(url: str | None) -> None:
+    from imgpipe.catalog import open_catalog
+
+    try:
+        with open_catalog(url) as catalog:
+            for build_id in catalog.reap_abandoned():
+                typer.echo(f"marked build {build_id} abandoned in the catalog (its bake is gone)")
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc)
 
 
 def _describe_args(args: dict[str, object]) -> str:

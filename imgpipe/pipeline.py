@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imgpipe import __version__
 from imgpipe.builders import builder_class
@@ -318,8 +318,20 @@ def _inputs(loaded: LoadedSpec) -> dict[str, Any]:
     }
 
 
+class BakeRecorder(Protocol):
+    """Who remembers the bake as it goes (the catalog, imgpipe.history)."""
+
+    def started(self, build_id: str, out: Path, targets: list[str]) -> None: ...
+    def target_finished(self, record: TargetRecord, interrupted: bool) -> None: ...
+    def finished(self, status: str) -> None: ...
+
+
 def bake(
-    loaded: LoadedSpec, options: BakeOptions, sink: EventSink, cancel: threading.Event | None = None
+    loaded: LoadedSpec,
+    options: BakeOptions,
+    sink: EventSink,
+    cancel: threading.Event | None = None,
+    recorder: BakeRecorder | None = None,
 ) -> BakeResult:
     """Bake every selected target in parallel. Never raises for a target's
     failure: the result carries per-target errors. Raises Interrupted if cancelled."""
@@ -333,6 +345,8 @@ def bake(
     bakes = [
         _target_bake(loaded, options, sink, cancel, build_id, name, out, redact) for name in options.targets
     ]
+    if recorder is not None:
+        recorder.started(build_id, out, list(options.targets))
 
     def run_one(tb: TargetBake) -> None:
         try:
@@ -342,6 +356,12 @@ def bake(
             err = _as_imgpipe_error(exc)
             result.errors[tb.ctx.target] = _redacted(err, redact)
             tb.ctx.emit("target_finished", ok=False, error=str(err))
+        if recorder is not None:
+            try:
+                interrupted = isinstance(result.errors.get(tb.ctx.target), Interrupted)
+                recorder.target_finished(tb.record, interrupted)
+            except ImgpipeError as err:  # the build happened; not remembering it is a failure too
+                result.errors.setdefault(tb.ctx.target, _redacted(err, redact))
 
     with ThreadPoolExecutor(max_workers=options.parallel or max(1, len(bakes))) as pool:
         futures = [pool.submit(run_one, tb) for tb in bakes]
@@ -352,6 +372,8 @@ def bake(
             cancel.set()  # every target shares it: Ansible runs cancel, VM waits stop
             for f in futures:
                 f.result()
+            if recorder is not None:
+                recorder.finished("interrupted")
             raise Interrupted("interrupted") from None
     result.records = [tb.record for tb in bakes]
     spec_record = {"name": loaded.spec.name, "path": str(loaded.path)}
@@ -362,6 +384,9 @@ def bake(
         targets=result.records,
         inputs=_inputs(loaded),
     )
+    if recorder is not None:
+        interrupted = any(isinstance(e, Interrupted) for e in result.errors.values())
+        recorder.finished("succeeded" if result.ok else "interrupted" if interrupted else "failed")
     return result
 
 

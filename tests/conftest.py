@@ -8,6 +8,14 @@ REPO = Path(__file__).resolve().parent.parent
 IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
 
 
+@pytest.fixture(autouse=True)
+def private_catalog(tmp_path, monkeypatch):
+    """Each test its own catalog: specs of one name from many tmp dirs would otherwise
+    claim one name from many places, which a shared catalog refuses (as it should)."""
+    if "IMGPIPE_CATALOG" not in os.environ:
+        monkeypatch.setenv("IMGPIPE_CATALOG", f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+
+
 @pytest.fixture
 def isolated_state(tmp_path, monkeypatch):
     """A private journal/state dir so tests never see each other's resources."""

@@ -153,3 +153,20 @@ def remove_images_named(
     ec2 = client_for("ec2", region, profile)
     for image in images_named(ec2, name, build_id):
         delete_image(ec2, image["ImageId"], snapshot_ids(image))
+
+
+def missing_images(images: Iterable[Mapping[str, Any]], profile: str | None = None) -> set[str]:
+    """Which of these AMIs ({region, image_id}) no longer exist (or are no longer available)."""
+    from imgpipe.aws.session import client_for
+
+    by_region: dict[str, list[str]] = {}
+    for image in images:
+        by_region.setdefault(str(image["region"]), []).append(str(image["image_id"]))
+    missing: set[str] = set()
+    for region, ids in by_region.items():
+        found = client_for("ec2", region, profile).describe_images(
+            Filters=[{"Name": "image-id", "Values": ids}]
+        )["Images"]
+        available = {i["ImageId"] for i in found if i.get("State") == "available"}
+        missing |= set(ids) - available
+    return missing

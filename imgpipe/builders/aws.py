@@ -171,6 +171,41 @@ class _Instance:
     workdir: Path  # its host keys and known_hosts
 
 
+def find_source_ami(ec2: Any, settings: AwsBuilderSettings, region: str) -> dict[str, Any]:
+    """The source AMI's description: `source_ami`, or the newest image `source_ami_filter`
+    matches now (a spec error when none does, or several do and most_recent is false)."""
+    if settings.source_ami:
+        return amis.describe_image(ec2, settings.source_ami)
+    f = settings.source_ami_filter
+    assert f is not None
+    filters = [
+        {"Name": "name", "Values": [f.name]},
+        {"Name": "architecture", "Values": [f.architecture]},
+        {"Name": "state", "Values": ["available"]},
+        *({"Name": k, "Values": [v]} for k, v in f.filters.items()),
+    ]
+    found = ec2.describe_images(Owners=f.owners, Filters=filters)["Images"]
+    if not found:
+        raise SpecError(
+            f"no AMI named {f.name!r} ({f.architecture}) owned by {', '.join(f.owners)} in {region}",
+            hint="check source_ami_filter's name pattern, owners and the region",
+        )
+    if len(found) > 1 and not f.most_recent:
+        names = ", ".join(sorted(i.get("Name", i["ImageId"]) for i in found)[:5])
+        raise SpecError(
+            f"{len(found)} AMIs match {f.name!r}: {names}",
+            hint="narrow the name pattern, or set most_recent: true",
+        )
+    return max(found, key=lambda i: i.get("CreationDate", ""))  # type: ignore[no-any-return]
+
+
+def resolve_source_ami(settings: AwsBuilderSettings) -> str:
+    """The id the target's source resolves to now (for a fingerprint: no build starts)."""
+    session = AwsSession(settings.aws)
+    with step("source", session.region, build=True):
+        return str(find_source_ami(session.client("ec2"), settings, session.region)["ImageId"])
+
+
 class AwsBuilder:
     Settings: ClassVar[type[BaseModel]] = AwsBuilderSettings
     builder_type: ClassVar[str] = "imgpipe.aws"
@@ -237,30 +272,7 @@ class AwsBuilder:
         }
 
     def _find_source(self) -> dict[str, Any]:
-        s = self.settings
-        if s.source_ami:
-            return amis.describe_image(self.ec2, s.source_ami)
-        f = s.source_ami_filter
-        assert f is not None
-        filters = [
-            {"Name": "name", "Values": [f.name]},
-            {"Name": "architecture", "Values": [f.architecture]},
-            {"Name": "state", "Values": ["available"]},
-            *({"Name": k, "Values": [v]} for k, v in f.filters.items()),
-        ]
-        found = self.ec2.describe_images(Owners=f.owners, Filters=filters)["Images"]
-        if not found:
-            raise SpecError(
-                f"no AMI named {f.name!r} ({f.architecture}) owned by {', '.join(f.owners)} in {self.region}",
-                hint="check source_ami_filter's name pattern, owners and the region",
-            )
-        if len(found) > 1 and not f.most_recent:
-            names = ", ".join(sorted(i.get("Name", i["ImageId"]) for i in found)[:5])
-            raise SpecError(
-                f"{len(found)} AMIs match {f.name!r}: {names}",
-                hint="narrow the name pattern, or set most_recent: true",
-            )
-        return max(found, key=lambda i: i.get("CreationDate", ""))  # type: ignore[no-any-return]
+        return find_source_ami(self.ec2, self.settings, self.region)
 
     def launch(self) -> SSHEndpoint:
         wd = self.ctx.workdir

@@ -158,9 +158,10 @@ def outside_roles(tmp_path_factory):
 
 
 def run_imgpipe(env, *args, timeout=1500):
+    catalog = {"IMGPIPE_CATALOG": os.environ["IMGPIPE_CATALOG"]} if "IMGPIPE_CATALOG" in os.environ else {}
     return subprocess.run(
         [sys.executable, "-m", "imgpipe.cli", *args],
-        env=env,
+        env={**env, **catalog},  # the test's own catalog (tests/conftest.py)
         cwd=REPO,
         capture_output=True,
         text=True,
