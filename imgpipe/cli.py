@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from imgpipe.catalog import Catalog
     from imgpipe.errors import ImgpipeError
     from imgpipe.gc import Sweep
+    from imgpipe.reuse import Reuse
     from imgpipe.spec.load import LoadedSpec
     from imgpipe.spec.variables import ResolvedVar
 
@@ -218,14 +219,19 @@ def bake(
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
         catalog = _catalog_for_bake(catalog_url, loaded)
-        if if_changed and _up_to_date(catalog, loaded, targets):
-            return
+        reuse: dict[str, Reuse] = {}
+        if if_changed:
+            todo = _what_changed(catalog, loaded, targets)
+            if todo is None:
+                return
+            targets, reuse = todo
         from imgpipe.history import BakeRecorder
 
         options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
         reporter = make_reporter(list(targets), json_out)
         try:
-            result = run_bake(loaded, options, reporter, recorder=BakeRecorder(catalog, loaded))
+            recorder = BakeRecorder(catalog, loaded)
+            result = run_bake(loaded, options, reporter, recorder=recorder, reuse=reuse)
         finally:
             reporter.close()
             catalog.close()
@@ -247,19 +253,32 @@ def _catalog_for_bake(url: str | None, loaded: LoadedSpec) -> Catalog:
     return catalog
 
 
-def _up_to_date(catalog: Catalog, loaded: LoadedSpec, targets: tuple[str, ...]) -> bool:
+def _what_changed(
+    catalog: Catalog, loaded: LoadedSpec, targets: tuple[str, ...]
+) -> tuple[tuple[str, ...], dict[str, Reuse]] | None:
+    """--if-changed: None when every target is up to date (nothing to do); else the targets
+    to bake, and those whose good build's artifact is only published again (when only
+    publish settings changed, for every target that changed)."""
     from imgpipe.history import target_status
+    from imgpipe.reuse import Reuse
 
     key = catalog.hmac_key()
     statuses = [target_status(catalog, loaded, t, key) for t in targets]
-    if not all(s.up_to_date for s in statuses):
-        for s in statuses:
-            if not s.up_to_date:
-                typer.echo(f"{s.target} changed: {'; '.join(s.changes)}", err=True)
-        return False
-    typer.echo("up to date: " + ", ".join(dict.fromkeys(str(s.build_id) for s in statuses)))
-    catalog.close()
-    return True
+    if all(s.up_to_date for s in statuses):
+        typer.echo("up to date: " + ", ".join(dict.fromkeys(str(s.build_id) for s in statuses)))
+        catalog.close()
+        return None
+    changed = [s for s in statuses if not s.up_to_date]
+    for s in changed:
+        typer.echo(f"{s.target} changed: {'; '.join(s.changes)}", err=True)
+    if not all(s.republish for s in changed):
+        return targets, {}
+    reuse = {}
+    for s in changed:
+        good = catalog.get(str(s.build_id))
+        assert good is not None
+        reuse[s.target] = Reuse(good.id, good.target(s.target).record)
+    return tuple(s.target for s in changed), reuse
 
 
 def _render_result(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]

@@ -134,6 +134,7 @@ class TargetStatus:
     changes: list[str] = field(default_factory=list)
     fingerprint: str = ""
     dynamic_includes: list[str] = field(default_factory=list)  # what the fingerprint can't see into
+    republish: bool = False  # only publish settings changed: publish the good build's artifact again
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,16 +162,23 @@ def artifacts_gone(good: TargetBuildView, profile: str | None = None) -> list[st
 def target_status(catalog: Catalog, loaded: LoadedSpec, target: str, hmac_key: bytes) -> TargetStatus:
     """Up to date with a succeeded build of the same fingerprint whose artifacts exist, or
     exactly what changed since the last good build."""
+    from imgpipe.fingerprint import publish_fingerprint
     from imgpipe.fingerprint_changes import explain
 
     current = fingerprint_of(loaded, target, hmac_key)
+    publishing = publish_fingerprint(loaded, target)
     profile = getattr(getattr(loaded.targets[target], "aws", None), "profile", None)
     dynamic = list(current.parts.get("dynamic_includes") or [])
     same = catalog.find_good(loaded.spec.name, target, current.digest)
     if same is not None:
         gone = artifacts_gone(same, profile)
-        if not gone:
+        if not gone and same.publish_fingerprint == publishing:
             return TargetStatus(target, True, same.build_id, [], current.digest, dynamic)
+        if not gone:
+            changes = ["publish settings changed (the publishers run again on this build's artifact)"]
+            return TargetStatus(
+                target, False, same.build_id, changes, current.digest, dynamic, republish=True
+            )
     last = catalog.last_good(loaded.spec.name, target)
     if last is None:
         return TargetStatus(target, False, None, ["never built successfully"], current.digest, dynamic)

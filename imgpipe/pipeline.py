@@ -29,7 +29,10 @@ from imgpipe.spec.load import LoadedSpec
 from imgpipe.spec.variables import ResolvedVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from imgpipe.provision import AnsibleSession
+    from imgpipe.reuse import Reuse
     from imgpipe.sbom import Package
     from imgpipe.verify.identity import BuildIdentity
 
@@ -127,32 +130,30 @@ class TargetBake:
         return self._session
 
     def run(self) -> None:
+        self._guarded(self._build)
+
+    def republish(self, reuse: Reuse) -> None:
+        """Only publish settings changed since a good build: run the publishers again on its
+        artifact (an image file is linked into this build's output), booting nothing."""
+
+        def steps() -> None:
+            with self.ctx.emit.stage("source"):
+                self.record.source = {"kind": "reused", "build_id": reuse.build_id}
+                artifact = reuse.artifact(self.ctx, self.out)
+                self.packages = reuse.packages()
+            self.record.verify = {"verified": True, "reason": f"tested in build {reuse.build_id}"}
+            self.finish(self.publish(artifact))
+
+        self._guarded(steps)
+
+    def _guarded(self, steps: Callable[[], None]) -> None:
+        """Run the target's steps: on failure or interrupt undo what publishing made (and
+        keep the VMs for --on-error abort); always remove the temporary resources."""
         ctx, emit = self.ctx, self.ctx.emit
         start = time.monotonic()
         try:
             _checkpoint(ctx)  # a target queued behind --parallel may start after Ctrl-C
-            with emit.stage("source"):
-                self.record.source = self.builder.prepare()
-            _checkpoint(ctx)
-            with emit.stage("launch"):
-                endpoint = self.builder.launch()
-            _checkpoint(ctx)
-            self.record.build_vm = {
-                "host_key": endpoint.host_key_fingerprint,
-                "build_key": key_fingerprint(endpoint.authorized_key),
-            }
-            self.provision(endpoint)
-            self.close_build_network()
-            self.remember_build_vm(endpoint)
-            self.seal(endpoint)
-            with emit.stage("shutdown"):
-                self.builder.stop()
-            _checkpoint(ctx)
-            with emit.stage("capture"):
-                artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
-            _checkpoint(ctx)
-            self.verify(artifact)
-            self.finish(self.publish(artifact))
+            steps()
         except BaseException as exc:
             self.record.error = ctx.redact.text(str(exc) if isinstance(exc, ImgpipeError) else repr(exc))
             for failure in ctx.undo.run():  # what could not be undone stays in the journal
@@ -169,6 +170,31 @@ class TargetBake:
                 for failure in ctx.resources.close():
                     emit("error", message=str(failure))
             self.record.timings = {**emit.timings, "total": round(time.monotonic() - start, 3)}
+
+    def _build(self) -> None:
+        ctx, emit = self.ctx, self.ctx.emit
+        with emit.stage("source"):
+            self.record.source = self.builder.prepare()
+        _checkpoint(ctx)
+        with emit.stage("launch"):
+            endpoint = self.builder.launch()
+        _checkpoint(ctx)
+        self.record.build_vm = {
+            "host_key": endpoint.host_key_fingerprint,
+            "build_key": key_fingerprint(endpoint.authorized_key),
+        }
+        self.provision(endpoint)
+        self.close_build_network()
+        self.remember_build_vm(endpoint)
+        self.seal(endpoint)
+        with emit.stage("shutdown"):
+            self.builder.stop()
+        _checkpoint(ctx)
+        with emit.stage("capture"):
+            artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
+        _checkpoint(ctx)
+        self.verify(artifact)
+        self.finish(self.publish(artifact))
 
     def provision(self, endpoint: SSHEndpoint) -> None:
         from imgpipe.provision import provision_playbook
@@ -332,6 +358,7 @@ def bake(
     sink: EventSink,
     cancel: threading.Event | None = None,
     recorder: BakeRecorder | None = None,
+    reuse: Mapping[str, Reuse] | None = None,
 ) -> BakeResult:
     """Bake every selected target in parallel. Never raises for a target's
     failure: the result carries per-target errors. Raises Interrupted if cancelled."""
@@ -350,7 +377,10 @@ def bake(
 
     def run_one(tb: TargetBake) -> None:
         try:
-            tb.run()
+            if reuse and tb.ctx.target in reuse:
+                tb.republish(reuse[tb.ctx.target])
+            else:
+                tb.run()
             tb.ctx.emit("target_finished", ok=True)
         except BaseException as exc:  # noqa: BLE001 - recorded per target, reported by the CLI
             err = _as_imgpipe_error(exc)

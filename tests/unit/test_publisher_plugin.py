@@ -82,3 +82,26 @@ def test_from_a_target_whose_artifact_it_cannot_take_is_a_located_error(tmp_path
         "kind 'ami'; publisher 'copy-to-dir' takes 'image-file'"
     ) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_changed_publish_settings_alone_publish_the_same_image_again(tmp_path):
+    """--if-changed with only a publisher's settings changed: the image is not baked again
+    (the fake builder's image is random data: a rebake would differ), its publishers run."""
+    done, first = bake(tmp_path, SPEC)
+    assert done.returncode == 0, done.stderr
+    path = write(tmp_path / "spec.yml", SPEC.replace("directory: shelf", "directory: shelf2"))
+    again = imgpipe(tmp_path, "bake", str(path), "--output", str(tmp_path / "out"), "--if-changed")
+    assert again.returncode == 0, again.stderr
+    assert "local changed: publish settings changed" in again.stderr
+    second = next(d for d in (tmp_path / "out" / "demo").iterdir() if d != first)
+    image = sha256_file(first / "demo-local.qcow2")
+    assert (
+        sha256_file(second / "demo-local.qcow2")
+        == image
+        == sha256_file(tmp_path / "shelf2" / "demo-local.qcow2")
+    )
+    record = json.loads((second / "manifest.json").read_text())["imgpipe"]["targets"]["local"]
+    assert record["source"] == {"kind": "reused", "build_id": first.name}
+    assert (first / "demo-local.qcow2").is_file()  # the earlier build keeps its image
+    up_to_date = imgpipe(tmp_path, "bake", str(path), "--output", str(tmp_path / "out"), "--if-changed")
+    assert up_to_date.stdout.strip() == f"up to date: {second.name}", up_to_date.stderr
