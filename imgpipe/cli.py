@@ -432,33 +432,6 @@ def _render_sweeps(sweeps: Iterator[Sweep], hours: float, dry_run: bool) -> None
         raise typer.Exit(1) from None
 
 
-_BUILD_HELP = "A build's output directory (OUTPUT/<name>/<build-id>/) or its manifest.json."
-
-
-@app.command()
-def diff(
-    a: Annotated[Path, typer.Argument(metavar="A", help=_BUILD_HELP)],
-    b: Annotated[Path, typer.Argument(metavar="B", help=_BUILD_HELP)],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
-) -> None:
-    """Show what changed from build A to build B: packages added, removed, upgraded or
-    downgraded per target (from their SBOMs), and the inputs that differ (imgpipe and
-    ansible-core versions, roles, sources, spec path). Exits 0 whether or not they differ;
-    2 if A or B is not a build with SBOMs."""
-    try:
-        from imgpipe.diff import diff_builds, load_build, render_text
-
-        result = diff_builds(load_build(a), load_build(b))
-    except Exception as exc:  # noqa: BLE001
-        _abort(exc)
-    if json_out:
-        import json
-
-        typer.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        typer.echo(render_text(result))
-
-
 def main() -> None:
     try:
         app()

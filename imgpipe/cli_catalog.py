@@ -178,7 +178,42 @@ def show(
             typer.echo(f"    error       {t.record['error'].splitlines()[0]}")
 
 
+_BUILD_HELP = "A build id (from the catalog), a build's output directory, or its manifest.json."
+
+
+def diff(
+    a: Annotated[str, typer.Argument(metavar="A", help=_BUILD_HELP)],
+    b: Annotated[str, typer.Argument(metavar="B", help=_BUILD_HELP)],
+    catalog_url: CatalogOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+) -> None:
+    """Show what changed from build A to build B: packages added, removed, upgraded or
+    downgraded per target (from their SBOMs), and the inputs that differ (imgpipe and
+    ansible-core versions, roles, sources, spec path). Exits 0 whether or not they differ;
+    2 if A or B is not a build with SBOMs."""
+    from imgpipe.cli import _abort
+
+    try:
+        from imgpipe.diff import diff_builds, load_build, render_text
+
+        result = diff_builds(load_build(_build_dir(a, catalog_url)), load_build(_build_dir(b, catalog_url)))
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc)
+    typer.echo(json.dumps(result.to_json(), indent=2) if json_out else render_text(result))
+
+
+def _build_dir(value: str, catalog_url: str | None) -> Path:
+    """A path as given, or the output directory the catalog records for a build id."""
+    if Path(value).exists():
+        return Path(value)
+    with open_catalog_for(catalog_url) as catalog:
+        found = catalog.get(value)
+    dirs = [t.record["output_dir"] for t in (found.targets if found else ()) if t.record.get("output_dir")]
+    return Path(dirs[0]) if dirs else Path(value)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(builds)
     app.command()(show)
+    app.command()(diff)

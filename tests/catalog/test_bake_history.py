@@ -129,3 +129,13 @@ def test_sensitive_values_never_reach_the_catalog(tmp_path, catalog_url):
         assert forbidden not in dumped
     if catalog_url.startswith("sqlite:///"):
         assert TOKEN.encode() not in Path(catalog_url.removeprefix("sqlite:///")).read_bytes()
+
+
+def test_diff_takes_build_ids_from_the_catalog(tmp_path, catalog_url):
+    path = spec(tmp_path)
+    assert bake(tmp_path, catalog_url, path).returncode == 0
+    (build,) = json.loads(imgpipe(tmp_path, catalog_url, "builds", "--json").stdout)["builds"]
+    # the fake builder runs no VM, so its build has no SBOM: diff says so about that build's manifest
+    done = imgpipe(tmp_path, catalog_url, "diff", build["id"], build["id"][:17])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(tmp_path / "out" / "hist" / build["id"] / "manifest.json") in done.stderr, done.stderr
