@@ -131,6 +131,14 @@ def _requirements_part(loaded: LoadedSpec) -> str | None:
     return file_entry(path) if path.is_file() else "missing"
 
 
+def _installed_part(loaded: LoadedSpec) -> dict[str, str]:
+    """What the requirements file will install (its offline sources' content or commit)."""
+    from imgpipe.requirement_sources import source_versions
+
+    name = loaded.spec.provision.requirements
+    return source_versions(loaded.directory / name) if name else {}
+
+
 def _seal_part(loaded: LoadedSpec) -> str | None:
     if not loaded.spec.seal.enabled:
         return None
@@ -195,6 +203,7 @@ def target_fingerprint(
         "dynamic_includes": closure.dynamic,
         "verify": _files({Path(t).as_posix(): here / t for t in tests if (here / t).is_file()}),
         "requirements": _requirements_part(loaded),
+        "installed": _installed_part(loaded),
         "seal": _seal_part(loaded),
         **_versions(),
         "source": {"kind": source.kind, **source.identity},

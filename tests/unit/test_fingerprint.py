@@ -372,3 +372,38 @@ def test_with_installed_versions(project):
 def test_explain_is_never_silent_about_an_unknown_part():
     assert explain({"future": 1}, {"future": 2}) == ["future changed"]
     assert explain({"info": {"base_built": "x"}}, {"info": {}}) == []
+
+
+def test_what_the_requirements_file_installs_is_an_input(project):
+    """Its offline sources: a local role directory by content, a git repository by the
+    commit its `version` names. Changing either, with the file untouched, is a change."""
+    import subprocess
+
+    write(project / "vendor" / "local_role" / "tasks" / "main.yml", "- ansible.builtin.debug: {msg: one}\n")
+    repo = project / "vendor" / "git_role"
+    write(repo / "tasks" / "main.yml", "- ansible.builtin.debug: {msg: a}\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    write(
+        project / "requirements.yml",
+        "roles:\n  - {src: vendor/local_role, name: local_role}\n"
+        "  - {src: git+file://" + str(repo) + ", version: HEAD, name: git_role}\n"
+        "  - {src: community.general, version: 8.0.0}\n",
+    )
+    write_spec(project, {**SPEC, "provision": {**SPEC["provision"], "requirements": "requirements.yml"}})
+    before = fingerprint(project)
+    assert before.parts["installed"]["community.general"] == "8.0.0"
+
+    write(project / "vendor" / "local_role" / "tasks" / "main.yml", "- ansible.builtin.debug: {msg: two}\n")
+    after_local = fingerprint(project)
+    assert [line.split(" ")[:2] for line in changed(before, after_local)] == [
+        ["requirements:", "vendor/local_role"]
+    ]
+
+    write(repo / "tasks" / "main.yml", "- ansible.builtin.debug: {msg: b}\n")
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    after_git = fingerprint(project)
+    (line,) = changed(after_local, after_git)
+    assert line.startswith(f"requirements: git+file://{repo} git:") and "-> git:" in line
