@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -170,6 +171,7 @@ def build_base_image(
         log("customizing the tree")
         _customize_tree(tree, root_uuid)
         _name_slim_config(tree, filters)
+        built_from = {"packages": installed_packages(tree / "var" / "lib" / "dpkg" / "status")}
         log(f"writing {recipe.disk_size_gb} GiB disk (ext4 from tree, GRUB in MBR)")
         _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
         log(f"converting to qcow2 at {dest}")
@@ -177,6 +179,7 @@ def build_base_image(
         run_command(
             ["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], timeout=600, cancel=cancel
         )
+        write_sidecar(dest, recipe_key(recipe), built_from)
         os.replace(partial, dest)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -184,6 +187,28 @@ def build_base_image(
     finally:
         remove_unmounted(tree)
         raw.unlink(missing_ok=True)
+
+
+def installed_packages(status: Path) -> dict[str, str]:
+    """name -> version:arch of every installed package in a dpkg status file: what a base
+    was built from, the same on every host that bootstrapped the recipe from the same mirror."""
+    packages: dict[str, str] = {}
+    for stanza in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" ")
+        )
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages[fields["Package"]] = f"{fields.get('Version', '?')}:{fields.get('Architecture', '?')}"
+    return dict(sorted(packages.items()))
+
+
+def write_sidecar(base: Path, key: str, built_from: dict[str, object]) -> None:
+    """`<base>.json`: the recipe key, when, and what the base was built from; its identity
+    in a fingerprint (imgpipe.sources.identity) comes from this, not from the file's bytes."""
+    doc = {"recipe": key, "built": time.strftime("%Y-%m-%d", time.gmtime()), "built_from": built_from}
+    tmp = base.with_name(f".{base.stem}.json.partial")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, base.with_suffix(".json"))
 
 
 def _mounts_under(path: Path) -> list[str]:

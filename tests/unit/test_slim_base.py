@@ -189,3 +189,29 @@ def test_the_spec_keep_setting_reaches_the_base_it_bakes_on(tmp_path, monkeypatc
     docs = resolve_source(load_spec(write(tmp_path / "b.yml", spec.format(keep="[docs]"))), emit)
     assert [r.keep for r in built] == [(), ("docs",)]
     assert slim.path != docs.path and docs.record["keep"] == ["docs"] and slim.record["keep"] == []
+
+
+def test_a_base_records_what_it_was_built_from_so_its_identity_is_the_same_on_every_host(tmp_path):
+    """Two hosts that bootstrap one recipe get different bytes (filesystem UUIDs, times) but
+    the same packages: the sidecar makes their bases one identity."""
+    from imgpipe.sources.bootstrap import installed_packages, write_sidecar
+    from imgpipe.sources.identity import base_identity
+
+    status = tmp_path / "status"
+    status.write_text(
+        "Package: nginx-light\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.22.1-9\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n"
+        "Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n"
+        "Description: a shell\n continued: line\n"
+    )
+    built_from = {"packages": installed_packages(status)}
+    assert built_from["packages"] == {"bash": "5.2.15-2+b7:amd64", "nginx-light": "1.22.1-9:amd64"}
+    identities = []
+    for host in ("a", "b"):
+        base = tmp_path / host / "debian-bookworm-0123.qcow2"
+        base.parent.mkdir()
+        base.write_bytes(f"bytes of host {host}".encode())
+        write_sidecar(base, "key", built_from)
+        identities.append(base_identity(base, "key")[0])
+    assert identities[0] == identities[1] and identities[0].startswith("built-from:")
+    assert base_identity(tmp_path / "a" / "debian-bookworm-0123.qcow2", "other-key")[0].startswith("sha256:")
