@@ -30,9 +30,19 @@ def spec_origin(path: Path) -> str:
         if git.is_dir():
             config = configparser.ConfigParser(strict=False)
             config.read(git / "config")
-            remote = config.get('remote "origin"', "url", fallback="") or f"{socket.gethostname()}:{repo}"
-            return f"git {remote} {path.relative_to(repo)}"
+            remote = _without_credentials(config.get('remote "origin"', "url", fallback=""))
+            return f"git {remote or f'{socket.gethostname()}:{repo}'} {path.relative_to(repo)}"
     return f"{socket.gethostname()}:{path}"
+
+
+def _without_credentials(url: str) -> str:
+    """A remote URL may carry a token (https://user:token@host/...): never into the catalog."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
 
 
 def _resolver(ami_id: str | None) -> Callable[[Any], str]:

@@ -369,11 +369,11 @@ def bake(
     out = options.output / loaded.spec.name / build_id
     out.mkdir(parents=True, exist_ok=True)
     result = BakeResult(build_id, out)
+    if recorder is not None:  # before anything temporary exists: a refusal leaves nothing
+        recorder.started(build_id, out, list(options.targets))
     bakes = [
         _target_bake(loaded, options, sink, cancel, build_id, name, out, redact) for name in options.targets
     ]
-    if recorder is not None:
-        recorder.started(build_id, out, list(options.targets))
 
     def run_one(tb: TargetBake) -> None:
         try:

@@ -139,3 +139,17 @@ def test_diff_takes_build_ids_from_the_catalog(tmp_path, catalog_url):
     done = imgpipe(tmp_path, catalog_url, "diff", build["id"], build["id"][:17])
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert str(tmp_path / "out" / "hist" / build["id"] / "manifest.json") in done.stderr, done.stderr
+
+
+def test_a_specs_origin_is_its_repository_and_path_without_credentials(tmp_path):
+    from imgpipe.history import spec_origin
+
+    repo = tmp_path / "repo"
+    write(
+        repo / ".git" / "config",
+        '[remote "origin"]\n\turl = https://ci:ghp_SECRET@git.example/team/images.git\n',
+    )
+    path = write(repo / "images" / "web.yml", "")
+    assert spec_origin(path) == "git https://git.example/team/images.git images/web.yml"
+    write(repo / ".git" / "config", '[remote "origin"]\n\turl = git@git.example:team/images.git\n')
+    assert spec_origin(path) == "git git@git.example:team/images.git images/web.yml"
