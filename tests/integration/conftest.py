@@ -157,6 +157,19 @@ def outside_roles(tmp_path_factory):
     return roles
 
 
+@pytest.fixture(autouse=True)
+def test_catalog_for_subprocesses(request, private_catalog):
+    """A subprocess given the session's env gets this test's own catalog too: the specs of
+    one name in many tmp dirs must not share one catalog, which refuses that (as it should)."""
+    if "imgpipe_env" not in request.fixturenames:
+        yield
+        return
+    env = request.getfixturevalue("imgpipe_env")
+    env["IMGPIPE_CATALOG"] = os.environ["IMGPIPE_CATALOG"]
+    yield
+    env.pop("IMGPIPE_CATALOG", None)
+
+
 def run_imgpipe(env, *args, timeout=1500):
     catalog = {"IMGPIPE_CATALOG": os.environ["IMGPIPE_CATALOG"]} if "IMGPIPE_CATALOG" in os.environ else {}
     return subprocess.run(

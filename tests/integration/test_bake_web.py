@@ -6,9 +6,7 @@ import subprocess
 
 import pytest
 
-from imgpipe.builders.sshkeys import generate_ed25519, key_fingerprint
 from imgpipe.capture import sha256_file
-from imgpipe.cloudinit import write_nocloud_seed
 from tests.conftest import REPO, write
 from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
 from tests.integration.imagefs import ImageFiles
@@ -78,60 +76,6 @@ def test_image_boots_alone_and_serves_nginx(web_build, tmp_path):
     finally:
         vm.close()
     assert "Hello from imgpipe" in page and web_build["dir"].name in page
-
-
-def test_instance_has_fresh_identity(web_build, tmp_path):
-    """Boot with a user's own seed (as a cloud would); pin the new host key from the
-    console, then look inside: nothing of the build VM's identity survived."""
-    build_vm = web_build["manifest"]["imgpipe"]["targets"]["local"]["build_vm"]
-    client = generate_ed25519(tmp_path / "user_key", "verifier")
-    seed = tmp_path / "seed.iso"
-    write_nocloud_seed(
-        seed,
-        instance_id="verify-1",
-        hostname="verify",
-        user_data={"disable_root": False, "users": [], "ssh_authorized_keys": [client.public]},
-    )
-    vm = BootedImage(web_build["dir"] / "web-local.qcow2", tmp_path, seed=seed)
-    try:
-        host_keys = vm.console_host_keys(timeout=600)
-        known = tmp_path / "known_hosts"
-        known.write_text("".join(f"[127.0.0.1]:{vm.ssh_port} {k}\n" for k in host_keys))
-        ssh = [
-            "ssh",
-            "-p",
-            str(vm.ssh_port),
-            "-i",
-            str(client.private),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known}",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "root@127.0.0.1",
-        ]
-        inside = subprocess.run(
-            [*ssh, "cat /etc/machine-id; echo ---; cat /root/.ssh/authorized_keys"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert inside.returncode == 0, inside.stderr
-        page = vm.http_get(timeout=120)
-    finally:
-        vm.close()
-    machine_id, authorized = inside.stdout.split("---\n")
-    assert machine_id.strip() and machine_id.strip() != build_vm["machine_id"]
-    assert build_vm["host_key"] not in {key_fingerprint(k) for k in host_keys}
-    fingerprints = {key_fingerprint(line) for line in authorized.splitlines() if line.strip()}
-    assert fingerprints == {client.fingerprint}
-    assert build_vm["build_key"] not in fingerprints
-    assert "Hello from imgpipe" in page
 
 
 def test_the_captured_image_carries_no_build_identity(web_build, tmp_path):
