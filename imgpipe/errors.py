@@ -152,3 +152,13 @@ def _run_cancellable(argv: Sequence[str], timeout: float | None, cancel: threadi
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, out)
     return out
+
+
+def as_imgpipe_error(exc: BaseException) -> ImgpipeError:
+    """Any failure as one reportable error: an interrupt is Interrupted (exit 130), an
+    unexpected exception a BuildError naming its type."""
+    if isinstance(exc, ImgpipeError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted")
+    return BuildError(f"unexpected {type(exc).__name__}: {exc}")

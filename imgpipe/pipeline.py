@@ -19,7 +19,7 @@ from imgpipe.builders.base import Builder
 from imgpipe.builders.sshkeys import BUILD_USER, key_fingerprint
 from imgpipe.capture import finalize
 from imgpipe.core import Artifact, ImageFile, Rollback, SSHEndpoint, TargetContext, checkpoint, new_build_id
-from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError, run_command
+from imgpipe.errors import ImgpipeError, Interrupted, SpecError, as_imgpipe_error, run_command
 from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
@@ -76,14 +76,6 @@ def _redacted(err: ImgpipeError, redact: Redactor) -> ImgpipeError:
     err.hint = redact.text(err.hint) if err.hint else err.hint
     err.args = (err.message,)
     return err
-
-
-def _as_imgpipe_error(exc: BaseException) -> ImgpipeError:
-    if isinstance(exc, ImgpipeError):
-        return exc
-    if isinstance(exc, KeyboardInterrupt):
-        return Interrupted("interrupted")
-    return BuildError(f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _checkpoint(ctx: TargetContext) -> None:
@@ -383,15 +375,15 @@ def bake(
                 tb.run()
             tb.ctx.emit("target_finished", ok=True)
         except BaseException as exc:  # noqa: BLE001 - recorded per target, reported by the CLI
-            err = _as_imgpipe_error(exc)
+            err = as_imgpipe_error(exc)
             result.errors[tb.ctx.target] = _redacted(err, redact)
             tb.ctx.emit("target_finished", ok=False, error=str(err))
         if recorder is not None:
             try:
                 interrupted = isinstance(result.errors.get(tb.ctx.target), Interrupted)
                 recorder.target_finished(tb.record, interrupted)
-            except ImgpipeError as err:  # the build happened; not remembering it is a failure too
-                result.errors.setdefault(tb.ctx.target, _redacted(err, redact))
+            except Exception as exc:  # noqa: BLE001 - the build happened; not remembering it fails it
+                result.errors.setdefault(tb.ctx.target, _redacted(as_imgpipe_error(exc), redact))
 
     with ThreadPoolExecutor(max_workers=options.parallel or max(1, len(bakes))) as pool:
         futures = [pool.submit(run_one, tb) for tb in bakes]

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from imgpipe.builders import builder_class
 from imgpipe.core import Rollback, SSHEndpoint, TargetContext, checkpoint, new_build_id
-from imgpipe.errors import ImgpipeError, Interrupted
+from imgpipe.errors import as_imgpipe_error
 from imgpipe.events import Emitter, Event
 from imgpipe.journal import Resources, remove_path
 from imgpipe.paths import cache_dir, state_dir
@@ -172,7 +172,7 @@ def serve(request_in: IO[str], status_out: IO[str], log: IO[str]) -> int:
         loaded = load_spec(request.spec, request.var_files, request.cli_vars)
         vm = HeldVm(request, loaded, cancel, log, status)
     except Exception as exc:  # noqa: BLE001 - reported to `vm up` as one message
-        err = _as_error(exc)
+        err = as_imgpipe_error(exc)
         status.send("failed", error=str(err), exit_code=err.exit_code)
         return err.exit_code
     status.send("started", build_id=vm.ctx.build_id, pid=os.getpid())
@@ -185,20 +185,12 @@ def serve(request_in: IO[str], status_out: IO[str], log: IO[str]) -> int:
         vm.ctx.emit.message("stopping on request")
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported to `vm up` as one message
-        err = _as_error(exc)
+        err = as_imgpipe_error(exc)
         vm.ctx.emit("error", message=str(err))
         status.send("failed", error=vm.ctx.redact.text(str(err)), exit_code=err.exit_code)
         return err.exit_code
     finally:
         vm.close()
-
-
-def _as_error(exc: BaseException) -> ImgpipeError:
-    if isinstance(exc, ImgpipeError):
-        return exc
-    if isinstance(exc, KeyboardInterrupt):
-        return Interrupted("interrupted")
-    return ImgpipeError(f"unexpected {type(exc).__name__}: {exc}")
 
 
 def serve_stdio() -> int:
