@@ -4,6 +4,7 @@ so a bake killed at any moment leaves the catalog as it was after its last step.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from imgpipe.catalog.errors import CatalogError
 from imgpipe.catalog.models import Artifact, Build, CatalogKey, Spec, Status, TargetBuild
@@ -293,16 +295,20 @@ def _create_engine(url: str) -> Engine:
         return create_engine(target, pool_size=2, max_overflow=4, pool_pre_ping=True)
     if target.database and target.database != ":memory:":
         _create_private(target.database)
-    engine = create_engine(target)
+    # The timeout sets the busy handler as the file opens, before any statement of ours.
+    engine = create_engine(target, connect_args={"timeout": _SQLITE_BUSY_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def _sqlite_setup(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we say BEGIN ourselves, below
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")  # readers and one writer at once, across processes
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
+        for attempt in _busy_retries():
+            with attempt:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute("PRAGMA journal_mode = WAL")  # readers and one writer, across processes
+                    cursor.execute("PRAGMA foreign_keys = ON")
+                finally:
+                    cursor.close()
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Any) -> None:
@@ -311,6 +317,23 @@ def _create_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _busy_retries() -> Retrying:
+    """SQLite answers "database is locked" at once, without waiting on its busy handler,
+    while another process creates the file's WAL, recovers it, or removes it as its last
+    connection closes (sqlite.org/wal.html, "Sometimes queries return SQLITE_BUSY"): such
+    windows are short, so try again."""
+    return Retrying(
+        retry=retry_if_exception(_is_locked),
+        wait=wait_random(0.01, 0.1),
+        stop=stop_after_delay(_SQLITE_BUSY_MS / 1000),
+        reraise=True,
+    )
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _create_private(path: str) -> None:
