@@ -175,6 +175,45 @@ class Verify(Strict):
     )
 
 
+class Schedule(Strict):
+    """When `imgpipe nightly` bakes the spec: due when one of the cron times fell between
+    its last attempt and now, so a run late in the night still bakes a spec due at 03:00."""
+
+    cron: str = Field(description="Cron expression (5 fields, e.g. '0 3 * * *'), read with croniter.")
+    timezone: str = Field("UTC", description="IANA time zone the cron times are in (e.g. 'Europe/Berlin').")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, cron: str) -> str:
+        from croniter import croniter
+
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            raise ValueError(f"{cron!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, timezone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{timezone!r} is not an IANA time zone (e.g. 'UTC', 'Europe/Berlin')") from None
+        return timezone
+
+
+class Rebuild(Strict):
+    """What makes `imgpipe nightly` rebuild, and when it gives up on a spec."""
+
+    base_max_age_days: int = Field(
+        7, ge=1, description="A bootstrapped base older than this is stale and rebuilt (as a new file)."
+    )
+    disable_after_failures: int = Field(
+        5, ge=1, description="Consecutive failed nightly bakes after which the catalog disables the spec."
+    )
+
+
 class Spec(Strict):
     imgpipe: Literal[1] = Field(1, description="Spec format version.")
     name: str = Field(
@@ -187,6 +226,10 @@ class Spec(Strict):
     provision: Provision = Field(default_factory=Provision, description="What Ansible applies.")
     seal: Seal = Field(default_factory=Seal, description="How the machine is generalized.")
     verify: Verify = Field(default_factory=Verify, description="Image tests on a fresh boot of the image.")
+    schedule: Schedule | None = Field(
+        None, description="When `imgpipe nightly` bakes this spec; without one, every nightly run."
+    )
+    rebuild: Rebuild = Field(default_factory=Rebuild, description="Base staleness, failure limit (nightly).")
     publish: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Named publish steps; each has a 'publisher', 'from' (a target) and its settings.",
