@@ -13,6 +13,7 @@ import typer
 
 from imgpipe import __version__
 from imgpipe.cli_catalog import CatalogOpt, register
+from imgpipe.cli_nightly import nightly
 from imgpipe.vm_cli import vm_app  # light: its commands import their logic when run
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
     from imgpipe.catalog import Catalog
     from imgpipe.errors import ImgpipeError
+    from imgpipe.events import EventSink
     from imgpipe.gc import Sweep
-    from imgpipe.reuse import Reuse
+    from imgpipe.recorded_bake import Decision
     from imgpipe.spec.load import LoadedSpec
     from imgpipe.spec.variables import ResolvedVar
 
@@ -34,6 +36,7 @@ app = typer.Typer(
 )
 app.add_typer(vm_app, name="vm")  # imgpipe vm up/down: the Molecule driver's VM
 register(app)  # status, builds, show
+app.command()(nightly)
 
 _DEBUG = False
 
@@ -211,7 +214,7 @@ def bake(
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         from imgpipe.pipeline import BakeOptions, OnError
-        from imgpipe.pipeline import bake as run_bake
+        from imgpipe.recorded_bake import recorded_bake
         from imgpipe.report import make_reporter
 
         if on_error not in ("cleanup", "abort"):
@@ -219,27 +222,32 @@ def bake(
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
         catalog = _catalog_for_bake(catalog_url, loaded)
-        reuse: dict[str, Reuse] = {}
-        if if_changed:
-            todo = _what_changed(catalog, loaded, targets)
-            if todo is None:
-                return
-            targets, reuse = todo
-        from imgpipe.history import BakeRecorder
-
         options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
-        reporter = make_reporter(list(targets), json_out)
+        reporters = []
+
+        def on_decision(decision: Decision) -> EventSink:
+            if decision.up_to_date:
+                ids = (str(s.build_id) for s in decision.statuses)
+                typer.echo("up to date: " + ", ".join(dict.fromkeys(ids)))
+            for reason in decision.reasons():
+                typer.echo(reason, err=True)
+            reporters.append(make_reporter(list(decision.targets), json_out))
+            return reporters[-1]
+
         try:
-            recorder = BakeRecorder(catalog, loaded)
-            result = run_bake(loaded, options, reporter, recorder=recorder, reuse=reuse)
+            baked = recorded_bake(
+                catalog, loaded, options, None, if_changed=if_changed, on_decision=on_decision
+            )
         finally:
-            reporter.close()
+            for reporter in reporters:
+                reporter.close()
             catalog.close()
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         _abort(Interrupted("interrupted") if isinstance(exc, KeyboardInterrupt) else exc)
-    _render_result(result, json_out)
+    if baked.result is not None:
+        _render_result(baked.result, json_out)
 
 
 def _catalog_for_bake(url: str | None, loaded: LoadedSpec) -> Catalog:
@@ -251,34 +259,6 @@ def _catalog_for_bake(url: str | None, loaded: LoadedSpec) -> Catalog:
     catalog = open_catalog_for(url)
     catalog.claim_spec(loaded.spec.name, spec_origin(loaded.path))
     return catalog
-
-
-def _what_changed(
-    catalog: Catalog, loaded: LoadedSpec, targets: tuple[str, ...]
-) -> tuple[tuple[str, ...], dict[str, Reuse]] | None:
-    """--if-changed: None when every target is up to date (nothing to do); else the targets
-    to bake, and those whose good build's artifact is only published again (when only
-    publish settings changed, for every target that changed)."""
-    from imgpipe.history import target_status
-    from imgpipe.reuse import Reuse
-
-    key = catalog.hmac_key()
-    statuses = [target_status(catalog, loaded, t, key) for t in targets]
-    if all(s.up_to_date for s in statuses):
-        typer.echo("up to date: " + ", ".join(dict.fromkeys(str(s.build_id) for s in statuses)))
-        catalog.close()
-        return None
-    changed = [s for s in statuses if not s.up_to_date]
-    for s in changed:
-        typer.echo(f"{s.target} changed: {'; '.join(s.changes)}", err=True)
-    if not all(s.republish for s in changed):
-        return targets, {}
-    reuse = {}
-    for s in changed:
-        good = catalog.get(str(s.build_id))
-        assert good is not None
-        reuse[s.target] = Reuse(good.id, good.target(s.target).record)
-    return tuple(s.target for s in changed), reuse
 
 
 def _render_result(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]

@@ -157,13 +157,16 @@ def show(
         return
     typer.echo(f"build {found.id}  {found.status.value}")
     typer.echo(f"  spec     {found.spec_name} ({found.spec_path})")
-    typer.echo(f"  started  {found.started_at:%Y-%m-%d %H:%M:%S} UTC on {found.owner_host}")
+    typer.echo(
+        f"  started  {found.started_at:%Y-%m-%d %H:%M:%S} UTC on {found.owner_host} (by {found.trigger})"
+    )
     typer.echo(f"  versions imgpipe {found.imgpipe_version}, ansible-core {found.ansible_core}")
     for t in found.targets:
         typer.echo(f"  target {t.target}: {t.status.value}")
         typer.echo(f"    artifact    {t.artifact_id or '-'}")
         for a in t.artifacts:
-            typer.echo(f"      {a.kind} {a.ref}{f' ({a.region})' if a.region else ''}")
+            where = f" ({a.region})" if a.region else f" on host {a.host}" if a.host else ""
+            typer.echo(f"      {a.kind} {a.ref}{where}")
         typer.echo(f"    fingerprint {t.fingerprint or '-'}")
         parts = t.fingerprint_parts
         for role, files in sorted((parts.get("roles") or {}).items()):
@@ -206,9 +209,19 @@ def _build_dir(value: str, catalog_url: str | None) -> Path:
     """A path as given, or the output directory the catalog records for a build id."""
     if Path(value).exists():
         return Path(value)
+    from imgpipe.errors import SpecError
+    from imgpipe.history import file_elsewhere
+
     with open_catalog_for(catalog_url) as catalog:
         found = catalog.get(value)
     dirs = [t.record["output_dir"] for t in (found.targets if found else ()) if t.record.get("output_dir")]
+    elsewhere = next(filter(None, (file_elsewhere(t) for t in (found.targets if found else ()))), None)
+    if found is not None and elsewhere and not any(Path(d).exists() for d in dirs):
+        raise SpecError(
+            f"build {found.id} was made on host {elsewhere}: its files (images, SBOMs) are there, "
+            "not on this host",
+            hint=f"run this command on {elsewhere}, or copy its output directory {dirs[0]} here",
+        )
     return Path(dirs[0]) if dirs else Path(value)
 
 

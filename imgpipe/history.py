@@ -69,8 +69,8 @@ class BakeRecorder:
     """Records one bake in the catalog: each state change is one transaction, so a bake
     killed at any point leaves a `running` row that the next command reaps."""
 
-    def __init__(self, catalog: Catalog, loaded: LoadedSpec) -> None:
-        self.catalog, self.loaded = catalog, loaded
+    def __init__(self, catalog: Catalog, loaded: LoadedSpec, trigger: str = "bake") -> None:
+        self.catalog, self.loaded, self.trigger = catalog, loaded, trigger
         self.key = catalog.hmac_key()
         self.build_id = ""
         self.out: Path | None = None
@@ -92,6 +92,7 @@ class BakeRecorder:
             targets,
             imgpipe_version=__version__,
             ansible_core=ansible_version,
+            trigger=self.trigger,
         )
 
     def target_finished(self, record: TargetRecord, interrupted: bool) -> None:
@@ -150,16 +151,23 @@ class TargetStatus:
         return asdict(self)
 
 
+def file_elsewhere(good: TargetBuildView) -> str | None:
+    """The host a build's image file lives on, when that is not this host (a catalog shared
+    by several build hosts): what needs the file must run there. None: here, or no file."""
+    from imgpipe.core.artifact import IMAGE_FILE
+
+    here = socket.gethostname()
+    return next((a.host for a in good.artifacts if a.kind == IMAGE_FILE and a.host and a.host != here), None)
+
+
 def artifacts_gone(good: TargetBuildView, profile: str | None = None) -> list[str]:
     """What of a good build's artifacts no longer exists (a file moved or deleted, an AMI
-    deregistered): such a build can't be up to date."""
+    deregistered): such a build can't be up to date. An image file on another host is
+    taken to be there: only that host can look."""
     record = good.record
     out = Path(record.get("output_dir") or ".")
-    gone = [
-        f"image file {out / f['name']} is gone"
-        for f in record.get("files", [])
-        if not (out / f["name"]).exists()
-    ]
+    files = [] if file_elsewhere(good) else record.get("files", [])
+    gone = [f"image file {out / f['name']} is gone" for f in files if not (out / f["name"]).exists()]
     images = record.get("data", {}).get("images", [])
     if images:
         from imgpipe.aws.images import missing_images

@@ -49,6 +49,9 @@ class BakeOptions:
     variables: dict[str, ResolvedVar]
     on_error: OnError = OnError.cleanup
     parallel: int | None = None  # targets at once; default: all
+    # called before a target publishes anything (its image made final): raises to stop it,
+    # e.g. imgpipe.lease.SpecLease.check when another runner took the spec
+    before_publish: Callable[[], None] | None = None
 
 
 @dataclass
@@ -266,6 +269,8 @@ class TargetBake:
         image. Returns the target's artifact, as its `publish:` shorthand refined it."""
         from imgpipe.publish.base import publisher_class
 
+        if self.options.before_publish is not None:
+            self.options.before_publish()
         made: dict[str, Artifact] = {self.ctx.target: artifact}
         for step in self.ctx.loaded.steps_for(self.ctx.target):
             publisher = publisher_class(step.publisher)(step.name, step.settings, self.ctx)

@@ -58,13 +58,30 @@ class CatalogKey(Base):
 
 
 class Spec(Base):
-    """A spec name and the one place (host:path) that owns it."""
+    """A spec name and the one place (host:path) that owns it; nightly's memory of it."""
 
     __tablename__ = "spec"
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     origin: Mapped[str] = mapped_column(Text)
     claimed_at: Mapped[datetime]
+    nightly_checked_at: Mapped[datetime | None]  # the last nightly run that found it due
+    disabled_at: Mapped[datetime | None]  # nightly skips it until `nightly --enable`
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    nightly_failures: Mapped[int] = mapped_column(default=0)  # failed nightly bakes in a row
+
+
+class Lease(Base):
+    """Who bakes a spec right now. The holder renews it while it works; a lease past
+    `expires_at` (its runner died or lost the database) is anyone's to take."""
+
+    __tablename__ = "lease"
+
+    spec_name: Mapped[str] = mapped_column(ForeignKey("spec.name"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))  # a random token per acquisition
+    owner: Mapped[dict[str, Any]]  # imgpipe.catalog.owner.Owner of the holding process
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 class Build(Base):
@@ -86,6 +103,7 @@ class Build(Base):
     owner_machine: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    trigger: Mapped[str] = mapped_column(String(16), default="bake")  # "bake" or "nightly"
 
     targets: Mapped[list[TargetBuild]] = relationship(
         back_populates="build", order_by="TargetBuild.target", cascade="all, delete-orphan"
@@ -132,6 +150,7 @@ class Artifact(Base):
     kind: Mapped[str] = mapped_column(String(64))
     ref: Mapped[str] = mapped_column(Text)  # file name, image id
     region: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))  # where an image file lives
     data: Mapped[dict[str, Any]]
 
     target_build: Mapped[TargetBuild] = relationship(back_populates="artifacts")

@@ -7,21 +7,23 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, create_engine, delete, event, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from imgpipe.catalog.errors import CatalogError
-from imgpipe.catalog.models import Artifact, Build, CatalogKey, Spec, Status, TargetBuild
+from imgpipe.catalog.models import Artifact, Build, CatalogKey, Lease, Spec, Status, TargetBuild
 from imgpipe.catalog.owner import Owner
 from imgpipe.catalog.record import artifacts_in, plain
 from imgpipe.catalog.schema import ensure_schema
 from imgpipe.catalog.url import catalog_url, engine_url, mask_url, scrub
-from imgpipe.catalog.views import BuildView, TargetBuildView
+from imgpipe.catalog.views import BuildView, LeaseView, SpecView, TargetBuildView
+from imgpipe.core.artifact import IMAGE_FILE
 
 __all__ = ["Catalog", "CatalogError", "open_catalog"]
 
@@ -86,7 +88,7 @@ class Catalog:
                 with self._transaction("claim the spec name") as session:
                     owner = session.get(Spec, name)
                     if owner is None:
-                        session.add(Spec(name=name, origin=origin, claimed_at=_now()))
+                        session.add(Spec(name=name, origin=origin, claimed_at=_now(), nightly_failures=0))
                         return
             except CatalogError as exc:
                 if attempt or not isinstance(exc.__cause__, IntegrityError):
@@ -109,8 +111,10 @@ class Catalog:
         *,
         imgpipe_version: str,
         ansible_core: str,
+        trigger: str = "bake",
     ) -> None:
-        """Record a build as running, owned by this process; `spec_name` must be claimed."""
+        """Record a build as running, owned by this process; `spec_name` must be claimed.
+        `trigger` says what started it: "bake" or "nightly"."""
         owner = Owner.current()
         with self._transaction("record the build's start") as session:
             if session.get(Spec, spec_name) is None:
@@ -133,6 +137,7 @@ class Catalog:
                     owner_pidns=owner.pidns,
                     owner_machine=owner.machine,
                     started_at=_now(),
+                    trigger=trigger,
                     targets=[
                         TargetBuild(target=t, status=Status.RUNNING, fingerprint_parts={}, record={})
                         for t in targets
@@ -168,8 +173,16 @@ class Catalog:
             row.artifact_id = record.get("artifact_id")
             row.record = record
             row.finished_at = _now()
+            host = row.build.owner_host  # an image file lives where its build ran
             row.artifacts = [
-                Artifact(kind=a.kind, ref=a.ref, region=a.region, data=a.data) for a in artifacts_in(record)
+                Artifact(
+                    kind=a.kind,
+                    ref=a.ref,
+                    region=a.region,
+                    host=host if a.kind == IMAGE_FILE else None,
+                    data=a.data,
+                )
+                for a in artifacts_in(record)
             ]
 
     def finish_build(self, build_id: str, status: str) -> None:
@@ -213,6 +226,85 @@ class Catalog:
                 )
                 reaped.append(build.id)
         return reaped
+
+    def acquire_lease(self, spec_name: str, holder: str, ttl_s: float) -> LeaseView:
+        """Take the spec's lease for `holder` (a token unique to this attempt) for `ttl_s`
+        seconds when it is free, expired, already `holder`'s, or held by a process of this
+        host that is gone. Returns the lease as it now stands: granted when its holder is
+        `holder`; else it names the runner that holds it."""
+        owner = Owner.current()
+        for attempt in range(2):
+            try:
+                with self._transaction("take the spec's lease") as session:
+                    row = session.get(Lease, spec_name, with_for_update=True)
+                    now = _now()
+                    if row is None:
+                        row = Lease(spec_name=spec_name, holder=holder, owner=asdict(owner), acquired_at=now)
+                        session.add(row)
+                    elif row.holder != holder and row.expires_at > now and not _lease_owner(row).is_gone():
+                        return LeaseView.of(row)
+                    elif row.holder != holder:
+                        row.holder, row.owner, row.acquired_at = holder, asdict(owner), now
+                    row.expires_at = now + timedelta(seconds=ttl_s)
+                    return LeaseView.of(row)
+            except CatalogError as exc:
+                if attempt or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def renew_lease(self, spec_name: str, holder: str, ttl_s: float) -> bool:
+        """Extend `holder`'s lease; False if it is no longer `holder`'s (it expired and
+        another runner took it)."""
+        with self._transaction("renew the spec's lease") as session:
+            done = session.execute(
+                update(Lease)
+                .where(Lease.spec_name == spec_name, Lease.holder == holder)
+                .values(expires_at=_now() + timedelta(seconds=ttl_s))
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def release_lease(self, spec_name: str, holder: str) -> None:
+        with self._transaction("release the spec's lease") as session:
+            session.execute(delete(Lease).where(Lease.spec_name == spec_name, Lease.holder == holder))
+
+    def spec_state(self, spec_name: str) -> SpecView | None:
+        with self._transaction("read the spec") as session:
+            row = session.get(Spec, spec_name)
+            return SpecView.of(row) if row else None
+
+    def specs(self) -> list[SpecView]:
+        with self._transaction("list specs") as session:
+            return [SpecView.of(row) for row in session.scalars(select(Spec).order_by(Spec.name))]
+
+    def mark_nightly_checked(self, spec_name: str, when: datetime) -> None:
+        """A nightly run found the spec due at `when`: its schedule counts from here."""
+        with self._transaction("record the nightly check") as session:
+            session.execute(update(Spec).where(Spec.name == spec_name).values(nightly_checked_at=when))
+
+    def count_nightly_result(self, spec_name: str, *, failed: bool, disable_after: int) -> SpecView:
+        """Count a nightly bake's outcome: a failure adds one to the spec's failures in a
+        row, and the `disable_after`th disables it; a success starts the count again."""
+        with self._transaction("count the nightly result") as session:
+            row = session.get(Spec, spec_name, with_for_update=True)
+            if row is None:
+                raise CatalogError(f"spec name {spec_name!r} is not claimed in the catalog")
+            row.nightly_failures = row.nightly_failures + 1 if failed else 0
+            if failed and row.nightly_failures >= disable_after and row.disabled_at is None:
+                row.disabled_at = _now()
+                row.disabled_reason = f"{row.nightly_failures} nightly bakes in a row failed"
+            return SpecView.of(row)
+
+    def enable_spec(self, spec_name: str) -> SpecView:
+        """Let nightly bake a disabled spec again, its failure count reset."""
+        with self._transaction("enable the spec") as session:
+            row = session.get(Spec, spec_name)
+            if row is None:
+                raise CatalogError(
+                    f"spec {spec_name!r} is not in the catalog at {self.url_masked}",
+                    hint="`imgpipe status SPEC` or `imgpipe builds` list the specs the catalog knows",
+                )
+            row.disabled_at, row.disabled_reason, row.nightly_failures = None, None, 0
+            return SpecView.of(row)
 
     def last_good(self, spec_name: str, target: str) -> TargetBuildView | None:
         """The newest build of `target` that succeeded."""
@@ -348,6 +440,13 @@ def _create_private(path: str) -> None:
             f"could not create the catalog {path}: {exc.strerror}",
             hint="check the directory exists and is writable, or pass --catalog / IMGPIPE_CATALOG",
         ) from exc
+
+
+def _lease_owner(row: Lease) -> Owner:
+    try:
+        return Owner(**row.owner)
+    except TypeError:
+        return Owner("", 0, None, "", "", "")  # unreadable: never judged gone, so it only expires
 
 
 def _builds() -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from imgpipe.catalog.models import Artifact, Build, Status, TargetBuild
+from imgpipe.catalog.models import Artifact, Build, Lease, Spec, Status, TargetBuild
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,11 @@ class ArtifactView:
     ref: str  # the file name, or the image id
     region: str | None
     data: dict[str, Any]  # file: size, sha256; cloud image: snapshot_ids, publisher
+    host: str | None = None  # the host an image file lives on
 
     @classmethod
     def of(cls, row: Artifact) -> ArtifactView:
-        return cls(kind=row.kind, ref=row.ref, region=row.region, data=dict(row.data))
+        return cls(kind=row.kind, ref=row.ref, region=row.region, data=dict(row.data), host=row.host)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class BuildView:
     owner_host: str
     owner_pid: int
     targets: tuple[TargetBuildView, ...]  # every target the build set out to make, by name
+    trigger: str = "bake"  # what started it: "bake" or "nightly"
 
     @classmethod
     def of(cls, row: Build) -> BuildView:
@@ -82,8 +84,49 @@ class BuildView:
             ansible_core=row.ansible_core,
             owner_host=row.owner_host,
             owner_pid=row.owner_pid,
+            trigger=row.trigger,
             targets=tuple(TargetBuildView.of(t) for t in row.targets),
         )
 
     def target(self, name: str) -> TargetBuildView | None:
         return next((t for t in self.targets if t.target == name), None)
+
+
+@dataclass(frozen=True)
+class SpecView:
+    name: str
+    origin: str
+    nightly_checked_at: datetime | None
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    nightly_failures: int
+
+    @classmethod
+    def of(cls, row: Spec) -> SpecView:
+        return cls(
+            name=row.name,
+            origin=row.origin,
+            nightly_checked_at=row.nightly_checked_at,
+            disabled_at=row.disabled_at,
+            disabled_reason=row.disabled_reason,
+            nightly_failures=row.nightly_failures or 0,
+        )
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    spec_name: str
+    holder: str
+    host: str  # where the holding runner runs
+    pid: int
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, row: Lease) -> LeaseView:
+        return cls(
+            spec_name=row.spec_name,
+            holder=row.holder,
+            host=str(row.owner.get("host", "?")),
+            pid=int(row.owner.get("pid", 0)),
+            expires_at=row.expires_at,
+        )

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imgpipe.capture import sha256_file
 from imgpipe.core import IMAGE_FILE, ImageFile, SSHEndpoint, TargetContext
-from imgpipe.errors import Interrupted, run_command
+from imgpipe.errors import BuildError, Interrupted, run_command
 from imgpipe.journal import remove_path
 
 MiB = 1024 * 1024
@@ -27,6 +27,7 @@ class FakeSettings(BaseModel):
     builder: Literal["fake"] = Field(description="Capture random data; boot nothing.")
     image_mib: int = Field(1, ge=1, description="MiB of random data in the captured image.")
     capture_delay_s: float = Field(0, ge=0, description="Wait this long before capturing (to be killed).")
+    fail: bool = Field(False, description="Fail the capture (a bake that keeps failing).")
 
 
 class FakeBuilder:
@@ -51,6 +52,8 @@ class FakeBuilder:
     def capture(self, dest_dir: Path, basename: str) -> ImageFile:
         if self.ctx.cancel.wait(self.settings.capture_delay_s):
             raise Interrupted("interrupted")
+        if self.settings.fail:
+            raise BuildError("the fake builder was told to fail")
         raw = self.ctx.workdir / "disk.raw"
         raw.write_bytes(os.urandom(self.settings.image_mib * MiB))
         partial = dest_dir / f".{basename}.qcow2.partial"
