@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.catalog.conftest import execute
 from tests.conftest import IMGPIPE, REPO, write
 
 PLUGIN = REPO / "tests" / "aws" / "fakebuilder_plugin"
@@ -153,3 +156,24 @@ def test_a_specs_origin_is_its_repository_and_path_without_credentials(tmp_path)
     assert spec_origin(path) == "git https://git.example/team/images.git images/web.yml"
     write(repo / ".git" / "config", '[remote "origin"]\n\turl = git@git.example:team/images.git\n')
     assert spec_origin(path) == "git git@git.example:team/images.git images/web.yml"
+
+
+def test_an_image_file_made_on_another_host_is_named_with_its_host(tmp_path, catalog_url):
+    """On a catalog shared by build hosts, an image file lives where it was built: a build
+    made elsewhere is up to date without looking for its file here, and commands that need
+    the file say which host has it."""
+    path = spec(tmp_path)
+    assert bake(tmp_path, catalog_url, path).returncode == 0
+    (build,) = json.loads(imgpipe(tmp_path, catalog_url, "builds", "--json").stdout)["builds"]
+    shown = imgpipe(tmp_path, catalog_url, "show", build["id"]).stdout
+    assert f"on host {socket.gethostname()}" in shown
+    execute(catalog_url, "UPDATE artifact SET host = 'build-host-b'")
+    shutil.rmtree(tmp_path / "out" / "hist")  # this host never had it
+
+    assert "on host build-host-b" in imgpipe(tmp_path, catalog_url, "show", build["id"]).stdout
+    status = imgpipe(tmp_path, catalog_url, "status", str(path))
+    assert status.stdout.strip() == f"local: up to date with build {build['id']}", (
+        status.stdout + status.stderr
+    )
+    diffed = imgpipe(tmp_path, catalog_url, "diff", build["id"], build["id"])
+    assert diffed.returncode == 2 and "was made on host build-host-b" in diffed.stderr, diffed.stderr
