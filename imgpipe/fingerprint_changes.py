@@ -97,7 +97,10 @@ def _bootstrap(old: dict[str, Any], new: dict[str, Any], old_info: Any, new_info
     if new.get("base") is None:
         return ["base image: not cached here (the next bake bootstraps it)"]
     built = (new_info or {}).get("base_built")
-    return ["base image: rebuilt" + (f" {built}" if built else "")]
+    if old.get("base") is None:
+        return ["source base bootstrapped" + (f" {built}" if built else "")]
+    was = (old_info or {}).get("base_built")
+    return ["source base rebuilt" + (f" {built}" if built else "") + (f" (was {was})" if was else "")]
 
 
 def _source(old: Any, new: Any, old_info: Any, new_info: Any) -> list[str]:

@@ -125,7 +125,10 @@ class LibvirtBuilder:
     def prepare(self) -> dict[str, object]:
         from imgpipe.sources import resolve_source
 
-        resolved = resolve_source(self.ctx.loaded, self.ctx.emit, self.ctx.cancel)
+        # held (shared lock) until the resources unwind: old bases are removed only when unused
+        resolved = resolve_source(
+            self.ctx.loaded, self.ctx.emit, self.ctx.cancel, resources=self.ctx.resources
+        )
         self.base = resolved.path
         self.base_format = resolved.format
         return resolved.record

@@ -1,5 +1,7 @@
 """Where a build starts: a cached bootstrap base, a local image, or a verified download.
-Every source resolves to a read-only base disk that the build overlays, never modifies."""
+Every source resolves to a read-only base disk that the build overlays, never modifies.
+A bootstrap base is the recipe's current generation (sources.generations); nightly
+rebuilds stale ones as new generations (sources.freshness)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from imgpipe.errors import BuildError, SpecError, run_command
 
 if TYPE_CHECKING:
     from imgpipe.events import Emitter
+    from imgpipe.journal import Resources
     from imgpipe.spec.load import LoadedSpec
 
 
@@ -48,10 +51,16 @@ def image_format(path: Path) -> str:
 
 
 def resolve_source(
-    loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None = None
+    loaded: LoadedSpec,
+    emit: Emitter,
+    cancel: threading.Event | None = None,
+    *,
+    resources: Resources | None = None,
 ) -> ResolvedSource:
     """The image a build starts from. `cancel` (Ctrl-C, SIGTERM) ends a download or a
-    bootstrap within moments."""
+    bootstrap within moments. With `resources`, a bootstrap base is held (a shared lock,
+    taken while it is still the current one) until they unwind, so removing old bases
+    never takes one a build's overlay is backed by."""
     source = loaded.spec.source
     if source.image is not None and source.image.path is not None:
         path = (loaded.directory / source.image.path).resolve()
@@ -69,16 +78,18 @@ def resolve_source(
             image_format(path),
             {"kind": "url", "url": source.image.url, "checksum": source.image.checksum},
         )
-    return _bootstrap(loaded, emit, cancel)
+    return _bootstrap(loaded, emit, cancel, resources)
 
 
-def _bootstrap(loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None) -> ResolvedSource:
+def _bootstrap(
+    loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None, resources: Resources | None
+) -> ResolvedSource:
     from imgpipe.sources.bootstrap import build_base_image, recipe_key
+    from imgpipe.sources.generations import hold_base, recipe_lock
     from imgpipe.sources.identity import bootstrap_recipe, cached_base_path
 
     recipe = bootstrap_recipe(loaded)  # the one recipe the fingerprint names too
     key = recipe_key(recipe)
-    base = cached_base_path(recipe, key)
     record: dict[str, Any] = {
         "kind": "bootstrap",
         "distro": recipe.distro,
@@ -87,16 +98,20 @@ def _bootstrap(loaded: LoadedSpec, emit: Emitter, cancel: threading.Event | None
         "keep": list(recipe.keep),
         "key": key,
     }
-    with cache_lock(base):
-        if base.is_file():
+    with recipe_lock(recipe, key):
+        base = cached_base_path(recipe, key)  # again: nightly may have made a new one meanwhile
+        cached = base.is_file()
+        if cached:
             emit.message(f"reusing cached base {base.name}")
-            return ResolvedSource(base, "qcow2", {**record, "cached": True})
-        emit.message(f"bootstrapping {recipe.distro} {recipe.suite} (first time; about a minute)")
-        workdir = base.parent / f".work-{key[:16]}-{os.getpid()}"
-        try:
-            build_base_image(recipe, base, workdir, emit.message, cancel)
-        finally:
-            from imgpipe.sources.bootstrap import remove_unmounted
+        else:
+            emit.message(f"bootstrapping {recipe.distro} {recipe.suite} (first time; about a minute)")
+            workdir = base.parent / f".work-{key[:16]}-{os.getpid()}"
+            try:
+                build_base_image(recipe, base, workdir, emit.message, cancel)
+            finally:
+                from imgpipe.sources.bootstrap import remove_unmounted
 
-            remove_unmounted(workdir)
-    return ResolvedSource(base, "qcow2", {**record, "cached": False})
+                remove_unmounted(workdir)
+        if resources is not None:
+            hold_base(base, resources)
+    return ResolvedSource(base, "qcow2", {**record, "base": base.name, "cached": cached})

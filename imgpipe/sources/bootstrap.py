@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from imgpipe.errors import BuildError, run_command
+from imgpipe.sources.apt_release import recorded_releases, utc_iso
 
 # Bump whenever the build steps or the files written into the tree change:
 # it is part of recipe_key, so cached base images are rebuilt.
@@ -172,6 +173,7 @@ def build_base_image(
         _customize_tree(tree, root_uuid)
         _name_slim_config(tree, filters)
         built_from = {"packages": installed_packages(tree / "var" / "lib" / "dpkg" / "status")}
+        apt_sources = recorded_releases(tree)  # what nightly's freshness check compares with
         log(f"writing {recipe.disk_size_gb} GiB disk (ext4 from tree, GRUB in MBR)")
         _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
         log(f"converting to qcow2 at {dest}")
@@ -179,7 +181,7 @@ def build_base_image(
         run_command(
             ["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], timeout=600, cancel=cancel
         )
-        write_sidecar(dest, recipe_key(recipe), built_from)
+        write_sidecar(dest, recipe_key(recipe), built_from, apt_sources)
         os.replace(partial, dest)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -202,10 +204,27 @@ def installed_packages(status: Path) -> dict[str, str]:
     return dict(sorted(packages.items()))
 
 
-def write_sidecar(base: Path, key: str, built_from: dict[str, object]) -> None:
-    """`<base>.json`: the recipe key, when, and what the base was built from; its identity
-    in a fingerprint (imgpipe.sources.identity) comes from this, not from the file's bytes."""
-    doc = {"recipe": key, "built": time.strftime("%Y-%m-%d", time.gmtime()), "built_from": built_from}
+def write_sidecar(
+    base: Path,
+    key: str,
+    built_from: dict[str, object],
+    apt_sources: list[dict[str, str | None]] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`<base>.json`: the recipe key, when (`built`: the date, `built_at`: the UTC time), what
+    the base was built from, and `apt_sources`: each (URI, suite) of the tree's apt sources
+    with the Release date its lists had. Its identity in a fingerprint
+    (imgpipe.sources.identity) comes from this, not from the file's bytes; nightly's
+    freshness check (imgpipe.sources.freshness) from `built_at` and `apt_sources`."""
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    doc: dict[str, object] = {
+        "recipe": key,
+        "built": when.strftime("%Y-%m-%d"),
+        "built_at": utc_iso(when),
+        "built_from": built_from,
+    }
+    if apt_sources is not None:
+        doc["apt_sources"] = apt_sources
     tmp = base.with_name(f".{base.stem}.json.partial")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, base.with_suffix(".json"))

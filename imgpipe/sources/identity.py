@@ -1,15 +1,20 @@
 """What a build starts from, named so that it means the same on every host: never a local
 path or file name. Cheap: it never bootstraps, downloads or launches anything.
 
-- bootstrap: the recipe key, and the identity of the cached base made from it. A base's
-  own bytes differ between hosts (mmdebstrap pulls whatever the mirror has that day, the
-  root filesystem UUID is random), so when the base has a sidecar `<base>.json` that says
-  what it was built from (`{"recipe": key, "built": iso-date, "built_from": {...}}`, e.g.
-  the package versions installed), the identity is a digest of that. Without one (today's
-  bootstrap writes none), it is the base file's sha256: host-specific, so two hosts with
-  their own bases see a change where there may be none, which costs a rebuild and never
-  a stale image. No cached base yet: None (the bake will make one; record the
-  fingerprint after the source is resolved).
+- bootstrap: the recipe key, and the identity of the recipe's current cached base (its
+  newest generation: sources.generations). A base's own bytes differ between hosts
+  (mmdebstrap pulls whatever the mirror has that day, the root filesystem UUID is random),
+  so when the base has a sidecar `<base>.json` that says what it was built from
+  (`{"recipe": key, "built": iso-date, "built_at": ..., "built_from": {...},
+  "apt_sources": [...]}`: the package versions installed and the Release date of each
+  suite its apt lists came from), the identity is a digest of that. The Release dates count
+  because the base keeps its apt lists: a base rebuilt with newer lists installs newer
+  packages in every bake on it, even when its own packages did not change. The URIs do not
+  count (mirrors differ between hosts, their content does not). Without a sidecar (bases of
+  old imgpipe versions), it is the base file's sha256: host-specific, so two hosts with their
+  own bases see a change where there may be none, which costs a rebuild and never a stale
+  image. No cached base yet: None (the bake will make one; record the fingerprint after the
+  source is resolved).
 - image: the file's sha256 (cached by filedigest; where the file lives does not count).
 - url: the checksum the spec pins (the URL is only where to fetch it).
 - ami: the AMI id: as given, or what the filter resolves to now."""
@@ -25,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from imgpipe.errors import SpecError
 from imgpipe.filedigest import file_sha256
-from imgpipe.paths import cache_dir
 
 if TYPE_CHECKING:
     from imgpipe.sources.bootstrap import BootstrapRecipe
@@ -55,8 +59,23 @@ def bootstrap_recipe(loaded: LoadedSpec) -> BootstrapRecipe:
 
 
 def cached_base_path(recipe: BootstrapRecipe, key: str) -> Path:
-    """Where sources.resolve_source caches the base a recipe makes."""
-    return cache_dir() / "bases" / f"{recipe.distro}-{recipe.suite}-{key[:16]}.qcow2"
+    """The recipe's current cached base (its newest generation), or where its first base
+    goes when there is none yet."""
+    from imgpipe.sources.generations import current_base, first_path
+
+    return current_base(recipe, key) or first_path(recipe, key)
+
+
+def _releases(apt_sources: Any) -> list[list[str]]:
+    """[suite, Release date] of each suite a base's lists came from, without the URIs."""
+    if not isinstance(apt_sources, list):
+        return []
+    pairs = {
+        (str(entry.get("suite")), str(entry.get("date")))
+        for entry in apt_sources
+        if isinstance(entry, dict) and entry.get("date")
+    }
+    return [list(pair) for pair in sorted(pairs)]
 
 
 def base_identity(base: Path, key: str) -> tuple[str | None, str | None]:
@@ -70,8 +89,10 @@ def base_identity(base: Path, key: str) -> tuple[str | None, str | None]:
     except (OSError, ValueError):
         sidecar = None
     if isinstance(sidecar, dict) and sidecar.get("recipe") == key and sidecar.get("built_from"):
-        built = sidecar.get("built")
-        return "built-from:" + canonical_digest(sidecar["built_from"]), str(built) if built else None
+        built, made_of = sidecar.get("built"), sidecar["built_from"]
+        if isinstance(made_of, dict) and (releases := _releases(sidecar.get("apt_sources"))):
+            made_of = {**made_of, "releases": releases}
+        return "built-from:" + canonical_digest(made_of), str(built) if built else None
     built = datetime.fromtimestamp(base.stat().st_mtime, UTC).date().isoformat()
     return "sha256:" + file_sha256(base), built
 

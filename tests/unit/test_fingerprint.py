@@ -223,7 +223,7 @@ def test_base_identity(project):
     recipe = bootstrap_recipe(loaded)
     cached_base_path(recipe, recipe_key(recipe)).write_text("a base bootstrapped again")
     lines = changed(before, fingerprint(project))
-    assert len(lines) == 1 and lines[0].startswith("base image: rebuilt 2")
+    assert len(lines) == 1 and lines[0].startswith("source base rebuilt 2")
 
 
 def test_base_identity_from_its_sidecar_is_the_same_on_every_host(project):
