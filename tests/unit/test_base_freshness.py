@@ -6,7 +6,6 @@ base is rebuilt once as a new file, old ones stay while used and go after."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import socket
@@ -37,6 +36,7 @@ from imgpipe.sources.generations import (
 from imgpipe.sources.identity import bootstrap_recipe, cached_base_path
 from imgpipe.spec import load_spec
 from tests.conftest import write
+from tests.loopback_http import serve_directory
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
@@ -90,23 +90,11 @@ def archive(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)  # loopback is asked directly, never via a proxy
     root = tmp_path / "archive"
     root.mkdir()
-    hits: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *args):
-            hits.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    served = Archive(root, f"http://127.0.0.1:{server.server_address[1]}", hits)
-    for suite in SUITES:
-        served.publish(suite, NOW - timedelta(days=2))
-    yield served
-    server.shutdown()
-    server.server_close()
+    with serve_directory(root) as (url, hits):
+        served = Archive(root, url, hits)
+        for suite in SUITES:
+            served.publish(suite, NOW - timedelta(days=2))
+        yield served
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 Requirements: ansible-galaxy installs roles from a git repository on disk."""
 
 import hashlib
-import http.server
 import subprocess
-import threading
 
 import pytest
 
@@ -13,25 +11,15 @@ from imgpipe.events import Emitter, NullSink
 from imgpipe.requirements import install_requirements
 from imgpipe.sources.download import fetch_verified
 from tests.conftest import write
+from tests.loopback_http import serve_directory
 
 
 @pytest.fixture
 def http_files(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *args):
-            hits.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
+    with serve_directory(root) as (url, hits):
+        yield root, url, hits
 
 
 def test_download_verified_then_cached(http_files, tmp_path, monkeypatch):
