@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -6,6 +7,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits
+    SIGINT ignored, and so would every imgpipe it starts: the Ctrl-C tests would then test
+    nothing but their timeouts. Ctrl-C as a terminal delivers it, here and in children."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
