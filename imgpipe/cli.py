@@ -13,6 +13,7 @@ import typer
 
 from imgpipe import __version__
 from imgpipe.cli_catalog import CatalogOpt, register
+from imgpipe.cli_channels import channels, promote
 from imgpipe.cli_nightly import nightly
 from imgpipe.cli_schedule import schedule_app  # light, as vm_app
 from imgpipe.vm_cli import vm_app  # light: its commands import their logic when run
@@ -39,6 +40,8 @@ app.add_typer(vm_app, name="vm")  # imgpipe vm up/down: the Molecule driver's VM
 app.add_typer(schedule_app, name="schedule")  # list, install (systemd/cron), export (CI)
 register(app)  # status, builds, show
 app.command()(nightly)
+app.command()(promote)
+app.command()(channels)
 
 _DEBUG = False
 

@@ -56,7 +56,16 @@ __all__ = [
 FORMAT = 1
 INFO = "info"  # the one part left out of the digest
 # schedule and rebuild say when to bake, not what: changing them never makes an image stale
-_NOT_SPEC_INPUTS = {"description", "variables", "source", "publish", "targets", "schedule", "rebuild"}
+_NOT_SPEC_INPUTS = {
+    "description",
+    "variables",
+    "source",
+    "publish",
+    "targets",
+    "schedule",
+    "rebuild",
+    "channels",
+}
 _NOT_PROVISION_INPUTS = ("roles_path", "requirements")
 
 

@@ -69,8 +69,15 @@ class BakeRecorder:
     """Records one bake in the catalog: each state change is one transaction, so a bake
     killed at any point leaves a `running` row that the next command reaps."""
 
-    def __init__(self, catalog: Catalog, loaded: LoadedSpec, trigger: str = "bake") -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        loaded: LoadedSpec,
+        trigger: str = "bake",
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.catalog, self.loaded, self.trigger = catalog, loaded, trigger
+        self.warn = warn or _warn_on_stderr  # a warning must not fail a build that happened
         self.key = catalog.hmac_key()
         self.build_id = ""
         self.out: Path | None = None
@@ -114,11 +121,31 @@ class BakeRecorder:
             fingerprint=fingerprint.digest if fingerprint else None,
             fingerprint_parts=fingerprint.parts if fingerprint else {},
             publish_fingerprint=publish_fingerprint(self.loaded, record.target),
-            record=catalog_record(record, self.out),
+            record={
+                **catalog_record(record, self.out),
+                "channels": self.loaded.spec.channels.model_dump(mode="json"),  # where promote shows it
+            },
         )
 
     def finished(self, status: str) -> None:
         self.catalog.finish_build(self.build_id, status)
+        if status != "succeeded":
+            return
+        from imgpipe.channels import LATEST, move_latest
+
+        try:
+            move_latest(self.catalog, self.build_id)
+        except Exception as exc:  # noqa: BLE001 - the build is recorded; only its channel lags
+            self.warn(
+                f"build {self.build_id} succeeded, but channel {LATEST} could not be moved to it: {exc}; "
+                f"run `imgpipe promote {self.loaded.spec.name} {self.build_id} --channel {LATEST}`"
+            )
+
+
+def _warn_on_stderr(text: str) -> None:
+    import sys
+
+    print(f"warning: {text}", file=sys.stderr)
 
 
 def catalog_record(record: TargetRecord, out: Path | None) -> dict[str, Any]:

@@ -154,3 +154,36 @@ class Artifact(Base):
     data: Mapped[dict[str, Any]]
 
     target_build: Mapped[TargetBuild] = relationship(back_populates="artifacts")
+
+
+class Channel(Base):
+    """A named pointer (`latest`, `stable`, ...) at one build of a spec. `pending` is the
+    journal of a move in progress (its places with their old and new values, its owner):
+    the next command that opens the channel completes or reverts a move whose owner died."""
+
+    __tablename__ = "channel"
+
+    spec_name: Mapped[str] = mapped_column(ForeignKey("spec.name"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    build_id: Mapped[str | None] = mapped_column(String(64))  # None until its first move completes
+    moved_at: Mapped[datetime | None]
+    places: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # where it is visible now
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ChannelMove(Base):
+    """Every move of a channel, and every one rolled back or reverted: AWS keeps no
+    deletable history of a parameter's versions, so this table is the history."""
+
+    __tablename__ = "channel_history"
+    __table_args__ = (Index("ix_channel_history_channel", "spec_name", "channel", "moved_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    spec_name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(64))
+    from_build: Mapped[str | None] = mapped_column(String(64))
+    to_build: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # moved, rolled back, reverted, completed
+    moved_by: Mapped[str] = mapped_column(String(255))  # user@host
+    moved_at: Mapped[datetime]
+    detail: Mapped[str | None] = mapped_column(Text)  # why it was rolled back

@@ -17,12 +17,29 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from imgpipe.catalog.errors import CatalogError
-from imgpipe.catalog.models import Artifact, Build, CatalogKey, Lease, Spec, Status, TargetBuild
+from imgpipe.catalog.models import (
+    Artifact,
+    Build,
+    CatalogKey,
+    Channel,
+    ChannelMove,
+    Lease,
+    Spec,
+    Status,
+    TargetBuild,
+)
 from imgpipe.catalog.owner import Owner
 from imgpipe.catalog.record import artifacts_in, plain
 from imgpipe.catalog.schema import ensure_schema
 from imgpipe.catalog.url import catalog_url, engine_url, mask_url, scrub
-from imgpipe.catalog.views import BuildView, LeaseView, SpecView, TargetBuildView
+from imgpipe.catalog.views import (
+    BuildView,
+    ChannelMoveView,
+    ChannelView,
+    LeaseView,
+    SpecView,
+    TargetBuildView,
+)
 from imgpipe.core.artifact import IMAGE_FILE
 
 __all__ = ["Catalog", "CatalogError", "open_catalog"]
@@ -357,6 +374,93 @@ class Catalog:
             row = session.scalars(query).first()
             return TargetBuildView.of(row) if row else None
 
+    def channel(self, spec_name: str, channel: str) -> ChannelView | None:
+        with self._transaction("read the channel") as session:
+            row = session.get(Channel, (spec_name, channel))
+            return ChannelView.of(row) if row else None
+
+    def channels(self, spec_name: str) -> list[ChannelView]:
+        query = select(Channel).where(Channel.spec_name == spec_name).order_by(Channel.channel)
+        with self._transaction("list channels") as session:
+            return [ChannelView.of(row) for row in session.scalars(query)]
+
+    def channel_history(
+        self, spec_name: str, channel: str | None = None, limit: int = 50
+    ) -> list[ChannelMoveView]:
+        """Moves of the spec's channels (or one channel), newest first."""
+        query = (
+            select(ChannelMove)
+            .where(ChannelMove.spec_name == spec_name)
+            .order_by(ChannelMove.moved_at.desc(), ChannelMove.id.desc())
+            .limit(limit)
+        )
+        if channel is not None:
+            query = query.where(ChannelMove.channel == channel)
+        with self._transaction("read the channel history") as session:
+            return [ChannelMoveView.of(row) for row in session.scalars(query)]
+
+    def begin_channel_move(self, spec_name: str, channel: str, journal: dict[str, Any]) -> ChannelView:
+        """Write the journal of a move (`journal`: token, owner, from, to, by, state,
+        places) before any place changes. Returns the channel as it was; CatalogError when
+        another move of it is in progress (its owner is alive or on another host)."""
+        journal = plain(journal)
+        for attempt in range(2):
+            try:
+                with self._transaction("begin the channel move") as session:
+                    row = session.get(Channel, (spec_name, channel), with_for_update=True)
+                    if row is None:
+                        row = Channel(spec_name=spec_name, channel=channel, places=[], pending=None)
+                        session.add(row)
+                    elif row.pending is not None:
+                        raise _channel_busy(spec_name, channel, row.pending)
+                    before = ChannelView.of(row)
+                    row.pending = journal
+                    return before
+            except CatalogError as exc:
+                if attempt or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def mark_channel_move(self, spec_name: str, channel: str, token: str, state: str) -> None:
+        """Record the state of this move (`applied`: every place holds its new value)."""
+        with self._transaction("record the channel move's state") as session:
+            row = session.get(Channel, (spec_name, channel), with_for_update=True)
+            if row is None or not row.pending or row.pending.get("token") != token:
+                raise CatalogError(f"channel {channel} of {spec_name} has no move {token} in progress")
+            row.pending = {**row.pending, "state": state}
+
+    def end_channel_move(
+        self, spec_name: str, channel: str, token: str, outcome: str, detail: str | None = None
+    ) -> ChannelView | None:
+        """Close the move `token` and write it into the history: `moved` / `completed`
+        point the channel at its new build and places; `rolled back` / `reverted` leave it
+        where it was. Returns the channel now (None: it never pointed anywhere)."""
+        with self._transaction("end the channel move") as session:
+            row = session.get(Channel, (spec_name, channel), with_for_update=True)
+            if row is None or not row.pending or row.pending.get("token") != token:
+                raise CatalogError(f"channel {channel} of {spec_name} has no move {token} in progress")
+            move, now = row.pending, _now()
+            session.add(
+                ChannelMove(
+                    spec_name=spec_name,
+                    channel=channel,
+                    from_build=row.build_id,
+                    to_build=move["to"],
+                    outcome=outcome,
+                    moved_by=move.get("by") or "?",
+                    moved_at=now,
+                    detail=detail,
+                )
+            )
+            row.pending = None
+            if outcome in ("moved", "completed"):
+                row.build_id, row.moved_at = move["to"], now
+                row.places = [{k: v for k, v in p.items() if k != "before"} for p in move["places"]]
+            elif row.build_id is None:
+                session.delete(row)
+                return None
+            return ChannelView.of(row)
+
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[Session]:
         with self._translated_errors(doing), self._sessions.begin() as session:
@@ -440,6 +544,16 @@ def _create_private(path: str) -> None:
             f"could not create the catalog {path}: {exc.strerror}",
             hint="check the directory exists and is writable, or pass --catalog / IMGPIPE_CATALOG",
         ) from exc
+
+
+def _channel_busy(spec_name: str, channel: str, pending: dict[str, Any]) -> CatalogError:
+    owner = pending.get("owner") or {}
+    return CatalogError(
+        f"channel {channel} of {spec_name} is being moved to build {pending.get('to')} by process "
+        f"{owner.get('pid', '?')} on {owner.get('host', '?')}",
+        hint="wait for that move to end; if that process is gone from its host, run "
+        f"`imgpipe channels {spec_name}` there to finish or revert it",
+    )
 
 
 def _lease_owner(row: Lease) -> Owner:

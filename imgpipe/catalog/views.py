@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from imgpipe.catalog.models import Artifact, Build, Lease, Spec, Status, TargetBuild
+from imgpipe.catalog.models import Artifact, Build, Channel, ChannelMove, Lease, Spec, Status, TargetBuild
 
 
 @dataclass(frozen=True)
@@ -129,4 +129,50 @@ class LeaseView:
             host=str(row.owner.get("host", "?")),
             pid=int(row.owner.get("pid", 0)),
             expires_at=row.expires_at,
+        )
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    spec_name: str
+    channel: str
+    build_id: str | None  # None only while its first move is pending
+    moved_at: datetime | None
+    places: tuple[dict[str, Any], ...]  # where it is visible: {"kind": "ssm"|"link", ...}
+    pending: dict[str, Any] | None  # the journal of a move in progress
+
+    @classmethod
+    def of(cls, row: Channel) -> ChannelView:
+        return cls(
+            spec_name=row.spec_name,
+            channel=row.channel,
+            build_id=row.build_id,
+            moved_at=row.moved_at,
+            places=tuple(dict(p) for p in row.places or ()),
+            pending=dict(row.pending) if row.pending else None,
+        )
+
+
+@dataclass(frozen=True)
+class ChannelMoveView:
+    spec_name: str
+    channel: str
+    from_build: str | None
+    to_build: str
+    outcome: str  # moved, rolled back, reverted, completed
+    moved_by: str
+    moved_at: datetime
+    detail: str | None
+
+    @classmethod
+    def of(cls, row: ChannelMove) -> ChannelMoveView:
+        return cls(
+            spec_name=row.spec_name,
+            channel=row.channel,
+            from_build=row.from_build,
+            to_build=row.to_build,
+            outcome=row.outcome,
+            moved_by=row.moved_by,
+            moved_at=row.moved_at,
+            detail=row.detail,
         )

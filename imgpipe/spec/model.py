@@ -214,6 +214,27 @@ class Rebuild(Strict):
     )
 
 
+class Channels(Strict):
+    """Where a channel (`latest`, `stable`, ...) of this image is visible besides the catalog."""
+
+    ssm_parameter: str = Field(
+        "/images/{name}/{channel}",
+        pattern=r"^/[A-Za-z0-9_./{}-]+$",
+        description="SSM parameter holding a channel's AMI id, in each region of the build's AMIs; "
+        "{name} is the spec's name, {channel} the channel's, {target} the target's (needed when "
+        "several targets make AMIs).",
+    )
+
+    @field_validator("ssm_parameter")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        try:
+            template.format(name="n", channel="c", target="t")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"{template!r} may use only {{name}}, {{channel}} and {{target}}") from None
+        return template
+
+
 class Spec(Strict):
     imgpipe: Literal[1] = Field(1, description="Spec format version.")
     name: str = Field(
@@ -230,6 +251,9 @@ class Spec(Strict):
         None, description="When `imgpipe nightly` bakes this spec; without one, every nightly run."
     )
     rebuild: Rebuild = Field(default_factory=Rebuild, description="Base staleness, failure limit (nightly).")
+    channels: Channels = Field(
+        default_factory=Channels, description="Where `imgpipe promote` makes channels visible (SSM path)."
+    )
     publish: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Named publish steps; each has a 'publisher', 'from' (a target) and its settings.",

@@ -1,0 +1,156 @@
+"""Channels of AMI builds against the moto server: a channel is an SSM parameter per region
+of the build's AMIs; a move that fails in one region puts every other region back, and
+the catalog keeps the history AWS does not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgpipe.aws import AwsSession, AwsSettings
+from imgpipe.catalog import Catalog, open_catalog
+from imgpipe.channels import Mover
+from imgpipe.errors import PublishError
+from tests.aws.conftest import SOURCE_REGION, inject, plain, seed_ami
+
+REGIONS = (SOURCE_REGION, "eu-west-1")
+PARAM = "/images/web/stable"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    with open_catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as cat:
+        cat.claim_spec("web", "ci:/specs/web.yml")
+        yield cat
+
+
+def ami_build(catalog: Catalog, build_id: str, status: str = "succeeded") -> dict[str, str]:
+    """A recorded build of target `ec2` whose AMI exists in both regions; its AMI per region."""
+    images = {region: seed_ami(region, f"web-{build_id}") for region in REGIONS}
+    catalog.start_build(build_id, "web", "/specs/web.yml", ["ec2"], imgpipe_version="0", ansible_core="0")
+    record = {
+        "artifact_id": ",".join(f"{r}:{ami}" for r, (ami, _) in images.items()),
+        "data": {
+            "images": [{"region": r, "image_id": ami, "snapshot_ids": s} for r, (ami, s) in images.items()]
+        },
+        "channels": {"ssm_parameter": "/images/{name}/{channel}"},
+    }
+    catalog.finish_target(
+        build_id,
+        "ec2",
+        status=status,
+        fingerprint=None,
+        fingerprint_parts={},
+        publish_fingerprint=None,
+        record=record,
+    )
+    catalog.finish_build(build_id, status)
+    return {region: ami for region, (ami, _) in images.items()}
+
+
+def ssm_values() -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for region in REGIONS:
+        try:
+            values[region] = plain("ssm", region).get_parameter(Name=PARAM)["Parameter"]["Value"]
+        except plain("ssm", region).exceptions.ParameterNotFound:
+            values[region] = None
+    return values
+
+
+def test_a_channel_is_an_ssm_parameter_per_region(moto, catalog):
+    first = ami_build(catalog, "b1")
+    result = Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b1", "stable")
+    assert ssm_values() == first
+    assert {(p["region"], p["name"], p["after"]) for p in result.places} == {
+        (r, PARAM, ami) for r, ami in first.items()
+    }
+    param = plain("ssm", "eu-west-1").get_parameter(Name=PARAM)["Parameter"]
+    assert param["DataType"] == "aws:ec2:image"  # launch templates resolve it as an AMI
+    second = ami_build(catalog, "b2")
+    Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b2", "stable")
+    assert ssm_values() == second
+    view = catalog.channel("web", "stable")
+    assert view is not None and view.build_id == "b2" and view.pending is None
+    assert [(m.from_build, m.to_build, m.outcome) for m in catalog.channel_history("web")] == [
+        ("b1", "b2", "moved"),
+        (None, "b1", "moved"),
+    ]
+
+
+def test_a_failure_in_the_second_region_rolls_the_first_back(moto, catalog):
+    first = ami_build(catalog, "b1")
+    Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b1", "stable")
+    ami_build(catalog, "b2")
+
+    session = AwsSession(AwsSettings(region=SOURCE_REGION))
+    puts = inject(
+        session, "ssm", "PutParameter", region="eu-west-1", code="AccessDeniedException", status=400
+    )
+    with pytest.raises(PublishError) as caught:
+        Mover(catalog, session).promote("web", "b2", "stable")
+    assert puts() >= 1
+    message = str(caught.value)
+    assert "AccessDeniedException" in message and "eu-west-1" in message, message
+    assert "every place points at b1 again" in message
+    assert ssm_values() == first
+    # us-east-1 was moved to b2 (version 2), then put back (version 3)
+    assert plain("ssm", SOURCE_REGION).get_parameter(Name=PARAM)["Parameter"]["Version"] == 3
+    view = catalog.channel("web", "stable")
+    assert view is not None and view.build_id == "b1" and view.pending is None
+    latest = catalog.channel_history("web")[0]
+    assert (latest.from_build, latest.to_build, latest.outcome) == ("b1", "b2", "rolled back")
+    assert latest.detail and "AccessDeniedException" in latest.detail
+
+
+def test_a_first_move_that_fails_leaves_no_parameter(moto, catalog):
+    ami_build(catalog, "b1")
+    session = AwsSession(AwsSettings(region=SOURCE_REGION))
+    inject(session, "ssm", "PutParameter", region="eu-west-1", code="AccessDeniedException", status=400)
+    with pytest.raises(PublishError):
+        Mover(catalog, session).promote("web", "b1", "stable")
+    assert ssm_values() == {region: None for region in REGIONS}
+    assert catalog.channel("web", "stable") is None
+    assert [m.outcome for m in catalog.channel_history("web")] == ["rolled back"]
+
+
+def test_a_failed_build_is_not_promoted(moto, catalog):
+    from imgpipe.errors import SpecError
+
+    ami_build(catalog, "b1", status="failed")
+    with pytest.raises(SpecError, match="only a succeeded build can be promoted"):
+        Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b1", "stable")
+    assert ssm_values() == {region: None for region in REGIONS}
+
+
+def test_a_region_that_refuses_the_undo_too_is_put_back_by_the_next_command(moto, catalog):
+    """The second region refuses the move and the first refuses to be put back: the move
+    stays journaled, and once its process is gone the next command reverts it."""
+    import json
+
+    from tests.catalog.conftest import execute
+
+    first = ami_build(catalog, "b1")
+    Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b1", "stable")
+    second = ami_build(catalog, "b2")
+    session = AwsSession(AwsSettings(region=SOURCE_REGION))
+    denied = {"code": "AccessDeniedException", "status": 400}
+    inject(session, "ssm", "PutParameter", region="eu-west-1", **denied)  # type: ignore[arg-type]
+    inject(session, "ssm", "PutParameter", region=SOURCE_REGION, nth=2, **denied)  # type: ignore[arg-type]
+    with pytest.raises(PublishError, match="could not put back"):
+        Mover(catalog, session).promote("web", "b2", "stable")
+    assert ssm_values() == {SOURCE_REGION: second[SOURCE_REGION], "eu-west-1": first["eu-west-1"]}
+    view = catalog.channel("web", "stable")
+    assert view is not None and view.build_id == "b1" and view.pending and view.pending["to"] == "b2"
+
+    url = f"sqlite:///{catalog.url_masked.removeprefix('sqlite:///')}"
+    ((pending,),) = execute(url, "SELECT pending FROM channel WHERE channel = 'stable'")
+    move = json.loads(pending) if isinstance(pending, str) else pending
+    move["owner"]["pid_start"] = "1"  # its process is gone (kill -9)
+    execute(url, "UPDATE channel SET pending = :p WHERE channel = 'stable'", p=json.dumps(move))
+    done = Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION))).recover("web")
+    assert done == ["stable: reverted the interrupted move to b2 (back at b1)"]
+    assert ssm_values() == first
+    assert [m.outcome for m in catalog.channel_history("web")][:2] == ["reverted", "moved"]
