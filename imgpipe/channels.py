@@ -246,6 +246,17 @@ def places_for(build: BuildView, channel: str) -> list[dict[str, Any]]:
 
 
 def _check_promotable(build: BuildView) -> None:
+    if build.revoked_at is not None:
+        raise SpecError(
+            f"build {build.id} of {build.spec_name} is revoked ({build.revoked_reason}): "
+            "a revoked build can't be a channel's target",
+            hint=f"`imgpipe channels {build.spec_name}` shows where the channels point",
+        )
+    if build.pruned_at is not None:
+        raise SpecError(
+            f"build {build.id} of {build.spec_name} was pruned: its images are gone",
+            hint="promote a build whose images still exist",
+        )
     if build.status != Status.SUCCEEDED:
         raise SpecError(
             f"build {build.id} of {build.spec_name} {build.status.value}: "

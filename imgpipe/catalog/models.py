@@ -104,6 +104,14 @@ class Build(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     trigger: Mapped[str] = mapped_column(String(16), default="bake")  # "bake" or "nightly"
+    # a build's life after it ended; its status never changes for these
+    revoked_at: Mapped[datetime | None]  # never a parent or a channel's target again
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+    deprecated_at: Mapped[datetime | None]  # its AMIs were given an EC2 deprecation time
+    pruned_at: Mapped[datetime | None]  # its images are gone; the record stays
+    # the journal of a prune in progress
+    pruning: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     targets: Mapped[list[TargetBuild]] = relationship(
         back_populates="build", order_by="TargetBuild.target", cascade="all, delete-orphan"
@@ -114,7 +122,10 @@ class TargetBuild(Base):
     """One target of one build: how it ended, its fingerprint and its manifest record."""
 
     __tablename__ = "target_build"
-    __table_args__ = (Index("ix_target_build_fingerprint", "target", "fingerprint"),)
+    __table_args__ = (
+        Index("ix_target_build_fingerprint", "target", "fingerprint"),
+        Index("ix_target_build_parent", "parent_build_id"),
+    )
 
     build_id: Mapped[str] = mapped_column(ForeignKey("build.id", ondelete="CASCADE"), primary_key=True)
     target: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -125,6 +136,10 @@ class TargetBuild(Base):
     artifact_id: Mapped[str | None] = mapped_column(Text)
     record: Mapped[dict[str, Any]]
     finished_at: Mapped[datetime | None]
+    # the image imgpipe built that this target started from (`source: {parent: ...}`)
+    parent_build_id: Mapped[str | None] = mapped_column(String(64))
+    parent_target: Mapped[str | None] = mapped_column(String(200))
+    parent_ref: Mapped[str | None] = mapped_column(Text)  # as the spec said it: base@stable
 
     build: Mapped[Build] = relationship(back_populates="targets")
     artifacts: Mapped[list[Artifact]] = relationship(

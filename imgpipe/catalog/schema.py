@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0003"  # the newest revision in migrations/versions/ (a test holds the two equal)
+HEAD = "0004"  # the newest revision in migrations/versions/ (a test holds the two equal)
 _PG_MIGRATION_LOCK = 0x1A6919E  # an arbitrary advisory-lock id of imgpipe's own
 
 

@@ -129,9 +129,12 @@ class Catalog:
         imgpipe_version: str,
         ansible_core: str,
         trigger: str = "bake",
+        parents: dict[str, tuple[str, str, str]] | None = None,
     ) -> None:
         """Record a build as running, owned by this process; `spec_name` must be claimed.
-        `trigger` says what started it: "bake" or "nightly"."""
+        `trigger` says what started it: "bake" or "nightly". `parents` maps a target to
+        the (build id, target, reference) of the image it starts from."""
+        parents = parents or {}
         owner = Owner.current()
         with self._transaction("record the build's start") as session:
             if session.get(Spec, spec_name) is None:
@@ -156,7 +159,15 @@ class Catalog:
                     started_at=_now(),
                     trigger=trigger,
                     targets=[
-                        TargetBuild(target=t, status=Status.RUNNING, fingerprint_parts={}, record={})
+                        TargetBuild(
+                            target=t,
+                            status=Status.RUNNING,
+                            fingerprint_parts={},
+                            record={},
+                            parent_build_id=parents[t][0] if t in parents else None,
+                            parent_target=parents[t][1] if t in parents else None,
+                            parent_ref=parents[t][2] if t in parents else None,
+                        )
                         for t in targets
                     ],
                 )
@@ -363,6 +374,8 @@ class Catalog:
                 Build.spec_name == spec_name,
                 TargetBuild.target == target,
                 TargetBuild.status == Status.SUCCEEDED,
+                Build.revoked_at.is_(None),
+                Build.pruned_at.is_(None),
             )
             .order_by(Build.started_at.desc(), Build.id.desc())
             .options(selectinload(TargetBuild.build), selectinload(TargetBuild.artifacts))
@@ -373,6 +386,47 @@ class Catalog:
         with self._transaction("find a good build") as session:
             row = session.scalars(query).first()
             return TargetBuildView.of(row) if row else None
+
+    def revoke(self, build_id: str, reason: str, by: str) -> BuildView:
+        """Mark a build revoked (once: a second revoke keeps the first reason)."""
+        with self._transaction("revoke the build") as session:
+            row = _build_row(session, build_id, self.url_masked)
+            if row.revoked_at is None:
+                row.revoked_at, row.revoked_reason, row.revoked_by = _now(), reason, by
+            return BuildView.of(row)
+
+    def mark_deprecated(self, build_id: str) -> None:
+        with self._transaction("record the deprecation") as session:
+            row = _build_row(session, build_id, self.url_masked)
+            row.deprecated_at = row.deprecated_at or _now()
+
+    def set_pruning(self, build_id: str, journal: dict[str, Any] | None) -> None:
+        """Write (or, with None, clear) the journal of a prune of this build."""
+        with self._transaction("journal the prune") as session:
+            _build_row(session, build_id, self.url_masked).pruning = plain(journal) if journal else None
+
+    def mark_pruned(self, build_id: str) -> BuildView:
+        """Its images are gone: keep the record, close the prune journal."""
+        with self._transaction("record the prune") as session:
+            row = _build_row(session, build_id, self.url_masked)
+            row.pruned_at, row.pruning = row.pruned_at or _now(), None
+            return BuildView.of(row)
+
+    def children(self, build_id: str) -> list[BuildView]:
+        """Builds with a target made from an image of `build_id`, oldest first."""
+        query = (
+            _builds()
+            .where(Build.id.in_(select(TargetBuild.build_id).where(TargetBuild.parent_build_id == build_id)))
+            .order_by(Build.started_at, Build.id)
+        )
+        with self._transaction("list child builds") as session:
+            return [BuildView.of(b) for b in session.scalars(query)]
+
+    def pruning_builds(self) -> list[BuildView]:
+        """Builds with a prune journaled and not finished (killed halfway)."""
+        with self._transaction("list unfinished prunes") as session:
+            rows = session.scalars(_builds().where(Build.pruning.is_not(None)))
+            return [BuildView.of(b) for b in rows if b.pruning]
 
     def channel(self, spec_name: str, channel: str) -> ChannelView | None:
         with self._transaction("read the channel") as session:
@@ -592,3 +646,10 @@ def _hint(exc: DBAPIError) -> str | None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _build_row(session: Session, build_id: str, where: str) -> Build:
+    row = session.get(Build, build_id, with_for_update=True)
+    if row is None:
+        raise CatalogError(f"no build {build_id!r} in the catalog {where}")
+    return row

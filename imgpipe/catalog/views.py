@@ -37,6 +37,9 @@ class TargetBuildView:
     artifact_id: str | None
     record: dict[str, Any]  # the target's manifest record
     artifacts: tuple[ArtifactView, ...]
+    parent_build_id: str | None = None  # the build whose image this target started from
+    parent_target: str | None = None
+    parent_ref: str | None = None  # as the spec named it: base@stable
 
     @classmethod
     def of(cls, row: TargetBuild) -> TargetBuildView:
@@ -53,6 +56,9 @@ class TargetBuildView:
             artifact_id=row.artifact_id,
             record=dict(row.record),
             artifacts=tuple(ArtifactView.of(a) for a in row.artifacts),
+            parent_build_id=row.parent_build_id,
+            parent_target=row.parent_target,
+            parent_ref=row.parent_ref,
         )
 
 
@@ -70,6 +76,12 @@ class BuildView:
     owner_pid: int
     targets: tuple[TargetBuildView, ...]  # every target the build set out to make, by name
     trigger: str = "bake"  # what started it: "bake" or "nightly"
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+    revoked_by: str | None = None
+    deprecated_at: datetime | None = None
+    pruned_at: datetime | None = None
+    pruning: dict[str, Any] | None = None  # the journal of a prune in progress
 
     @classmethod
     def of(cls, row: Build) -> BuildView:
@@ -85,11 +97,22 @@ class BuildView:
             owner_host=row.owner_host,
             owner_pid=row.owner_pid,
             trigger=row.trigger,
+            revoked_at=row.revoked_at,
+            revoked_reason=row.revoked_reason,
+            revoked_by=row.revoked_by,
+            deprecated_at=row.deprecated_at,
+            pruned_at=row.pruned_at,
+            pruning=dict(row.pruning) if row.pruning else None,
             targets=tuple(TargetBuildView.of(t) for t in row.targets),
         )
 
     def target(self, name: str) -> TargetBuildView | None:
         return next((t for t in self.targets if t.target == name), None)
+
+    @property
+    def usable(self) -> bool:
+        """Succeeded, not revoked, not pruned: may be a parent or a channel's target."""
+        return self.status is Status.SUCCEEDED and self.revoked_at is None and self.pruned_at is None
 
 
 @dataclass(frozen=True)
