@@ -46,6 +46,7 @@ class MoveResult:
     places: list[dict[str, Any]]  # where the channel now points at build_id
     recovered: list[str] = field(default_factory=list)  # moves of dead processes finished first
     unchanged: bool = False  # it already pointed at build_id
+    dry_run: bool = False  # nothing was changed: `places` (with "before") is what a move would do
 
     def to_json(self) -> dict[str, Any]:
         return {"v": 1, **asdict(self)}
@@ -62,19 +63,21 @@ def check_channel_name(channel: str) -> str:
 
 class Mover:
     """Moves a spec's channels. `aws` is the session SSM is written through (default: one
-    made on first use, with boto3's usual credentials and AWS_ENDPOINT_URL)."""
+    made on first use per AWS profile the images were made with, with boto3's usual
+    credentials and AWS_ENDPOINT_URL)."""
 
     def __init__(self, catalog: Catalog, aws: AwsSession | None = None, by: str | None = None) -> None:
         self.catalog = catalog
-        self._aws = aws
+        self._sessions: dict[str | None, AwsSession] = {} if aws is None else {None: aws}
         self.by = by or f"{getpass.getuser()}@{socket.gethostname()}"
 
-    def promote(self, spec_name: str, build_ref: str, channel: str) -> MoveResult:
+    def promote(self, spec_name: str, build_ref: str, channel: str, dry_run: bool = False) -> MoveResult:
         """Point `channel` at a succeeded build of `spec_name` everywhere, or nowhere.
         SpecError for a bad channel name, an unknown, foreign or failed build; PublishError
-        when a place refused the move (the others are back at their old value)."""
+        when a place refused the move (the others are back at their old value). `dry_run`
+        only reads: where the channel would change, from what to what."""
         check_channel_name(channel)
-        recovered = self.recover(spec_name, channel)
+        recovered = [] if dry_run else self.recover(spec_name, channel)
         build = self.catalog.get(build_ref)
         if build is None or build.spec_name != spec_name:
             hint = f"`imgpipe builds {spec_name}` lists its builds"
@@ -82,6 +85,11 @@ class Mover:
                 raise SpecError(f"no build {build_ref!r} in the catalog {self.catalog.url_masked}", hint=hint)
             raise SpecError(f"build {build.id} is a build of {build.spec_name}, not {spec_name}", hint=hint)
         _check_promotable(build)
+        if dry_run:
+            current = self.catalog.channel(spec_name, channel)
+            previous = current.build_id if current else None
+            places = [self._with_before(p) for p in places_for(build, channel)]
+            return MoveResult(spec_name, channel, build.id, previous, places, [], previous == build.id, True)
         return self.move(build, channel, recovered)
 
     def move(self, build: BuildView, channel: str, recovered: list[str] | None = None) -> MoveResult:
@@ -165,7 +173,7 @@ class Mover:
         from imgpipe.aws.errors import error_code
 
         try:
-            old = self._ssm(place["region"]).get_parameter(Name=place["name"])["Parameter"]
+            old = self._ssm(place).get_parameter(Name=place["name"])["Parameter"]
         except Exception as exc:
             if error_code(exc) != "ParameterNotFound":
                 raise PublishError(
@@ -182,7 +190,7 @@ class Mover:
             return
         from imgpipe.publish.ami import _put_image_id, _restore
 
-        ssm = self._ssm(place["region"])
+        ssm = self._ssm(place)
         if isinstance(value, dict) or value is None:  # an old value to restore
             _restore(ssm, place["name"], value)
         else:
@@ -197,12 +205,14 @@ class Mover:
                 failures.append(f"{_where(place)}: {_describe(exc)}")
         return failures
 
-    def _ssm(self, region: str) -> Any:
-        if self._aws is None:
-            from imgpipe.aws.session import AwsSession
+    def _ssm(self, place: dict[str, Any]) -> Any:
+        """SSM in the place's region, as the profile its image was made with."""
+        profile = place.get("profile")
+        if profile not in self._sessions:
+            from imgpipe.aws.session import AwsSession, AwsSettings
 
-            self._aws = AwsSession()
-        return self._aws.client("ssm", region)
+            self._sessions[profile] = AwsSession(AwsSettings(profile=profile))
+        return self._sessions[profile].client("ssm", place["region"])
 
 
 def move_latest(catalog: Catalog, build_id: str) -> MoveResult:
@@ -240,7 +250,11 @@ def places_for(build: BuildView, channel: str) -> list[dict[str, Any]]:
             if a.kind != AMI or not a.region:
                 continue
             name = template.format(name=build.spec_name, channel=channel, target=t.target)
+            if channel == LATEST and a.data.get("ssm_parameter"):
+                name = str(a.data["ssm_parameter"])  # a publisher's parameter is `latest`'s pointer
             place = {"kind": "ssm", "region": a.region, "name": name, "after": a.ref}
+            if a.data.get("profile"):
+                place["profile"] = a.data["profile"]
             places[("ssm", a.region, name)] = place
     return list(places.values())
 

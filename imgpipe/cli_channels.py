@@ -19,6 +19,9 @@ def promote(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The spec's name.")],
     build: Annotated[str, typer.Argument(metavar="BUILD", help="A build id (or a unique prefix of one).")],
     channel: Annotated[str, typer.Option("--channel", help="The channel to point at BUILD, e.g. stable.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Change nothing; print where the channel would move.")
+    ] = False,
     catalog_url: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -31,7 +34,7 @@ def promote(
         from imgpipe.channels import Mover
 
         with open_catalog_for(catalog_url) as catalog:
-            result = Mover(catalog).promote(name, build, channel)
+            result = Mover(catalog).promote(name, build, channel, dry_run=dry_run)
     except Exception as exc:  # noqa: BLE001
         _abort(exc)
     if json_out:
@@ -42,7 +45,8 @@ def promote(
     if result.unchanged:
         typer.echo(f"{result.channel}: already at {result.build_id}")
         return
-    typer.echo(f"{result.channel}: {result.previous or '-'} -> {result.build_id}")
+    would = "would move (dry run, nothing changed): " if result.dry_run else ""
+    typer.echo(f"{would}{result.channel}: {result.previous or '-'} -> {result.build_id}")
     for place in result.places:
         typer.echo(f"  {_place(place)}")
 
@@ -96,9 +100,13 @@ def channels(
 
 
 def _place(place: dict[str, Any]) -> str:
+    was = ""
+    if "before" in place:  # a dry run: what it holds now
+        before = place["before"]
+        was = f"  (now {before.get('Value') if isinstance(before, dict) else before or 'absent'})"
     if place["kind"] == "link":
-        return f"{place['path']} -> {place['after']}"
-    return f"{place['name']} = {place['after']} in {place['region']}"
+        return f"{place['path']} -> {place['after']}{was}"
+    return f"{place['name']} = {place['after']} in {place['region']}{was}"
 
 
 def _channel_json(c: ChannelView) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from imgpipe.core import (
     TargetContext,
     sleep_unless_cancelled,
 )
+from imgpipe.core.artifact import profile_data
 from imgpipe.errors import BuildError, SpecError
 
 AMI_NAME_FIELDS = {"spec", "target", "build_id", "date"}
@@ -594,7 +595,8 @@ class AwsBuilder:
         )
         assert self.session is not None
         buildres.mark_published_on_commit(undo, self.session, [image], build=True)
-        return CloudImage(AMI, name, (image,), image_tags)
+        # the profile it was made with: promote, revoke and prune reach it the same way
+        return CloudImage(AMI, name, (image,), image_tags, profile_data(self.settings.aws.profile))
 
     def debug_hint(self) -> str:
         region = self.session.region if self.session else "?"

@@ -43,7 +43,11 @@ def artifacts_in(record: dict[str, Any]) -> list[ArtifactRow]:
 
 def _images(data: dict[str, Any], made_by: str | None) -> list[ArtifactRow]:
     kind = str(data.get("kind") or AMI)
-    extra = {"publisher": made_by} if made_by else {}
+    extra: dict[str, Any] = {"publisher": made_by} if made_by else {}
+    if data.get("profile"):  # the AWS profile it was made with: promote, revoke and prune use it
+        extra["profile"] = data["profile"]
+    if data.get("ssm_parameter"):  # a publisher's parameter: the `latest` channel's pointer
+        extra["ssm_parameter"] = data["ssm_parameter"]
     return [
         ArtifactRow(
             kind,

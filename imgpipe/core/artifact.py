@@ -69,6 +69,12 @@ class RegionImage(BaseModel):
         return f"{self.region}:{self.image_id}"
 
 
+def profile_data(profile: str | None) -> dict[str, str]:
+    """A cloud image's manifest data naming the AWS profile it was made with (when one was
+    named), so promote, revoke and prune reach it the same way."""
+    return {"profile": profile} if profile else {}
+
+
 @dataclass(frozen=True)
 class CloudImage:
     """A machine image in a cloud: the region it was made in first, then its copies.

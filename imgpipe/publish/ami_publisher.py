@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imgpipe.aws import buildres
 from imgpipe.aws.distribution import PublishSettings
 from imgpipe.aws.session import AwsSession, AwsSettings, shared_session
-from imgpipe.core.artifact import AMI, Artifact, CloudImage
+from imgpipe.core.artifact import AMI, Artifact, CloudImage, profile_data
 from imgpipe.publish.ami import AmiPublisher
 from imgpipe.publish.base import Publication, expect
 
@@ -63,6 +63,10 @@ class AmiPublisherPlugin:
             ami.name,
             result.images,
             tags,
-            {"shared_with": list(result.shared_with), "ssm_parameter": result.ssm_parameter},
+            {
+                "shared_with": list(result.shared_with),
+                "ssm_parameter": result.ssm_parameter,  # the `latest` channel's pointer
+                **profile_data(session.settings.profile),
+            },
         )
         return Publication.of(self.name, self.publisher_type, published)

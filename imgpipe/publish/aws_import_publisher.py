@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imgpipe.aws import buildres
 from imgpipe.aws.distribution import PublishSettings
 from imgpipe.aws.session import AwsSession, AwsSettings, shared_session
-from imgpipe.core.artifact import AMI, IMAGE_FILE, Artifact, CloudImage, ImageFile
+from imgpipe.core.artifact import AMI, IMAGE_FILE, Artifact, CloudImage, ImageFile, profile_data
 from imgpipe.publish.aws_import import ImageImporter, ImportSettings
 from imgpipe.publish.base import Publication, expect
 
@@ -70,7 +70,8 @@ class AwsImportPublisher:
         )
         image = importer.import_to_ami(image_file.partial, ctx.image_name, tags=tags, rollback=ctx.undo)
         buildres.mark_published_on_commit(ctx.undo, session, [image])
-        return Publication.of(self.name, self.publisher_type, CloudImage(AMI, ctx.image_name, (image,), tags))
+        made = CloudImage(AMI, ctx.image_name, (image,), tags, profile_data(session.settings.profile))
+        return Publication.of(self.name, self.publisher_type, made)
 
     def _progress(self, sent: int, total: int) -> None:
         pct = sent * 100 // total if total else 100

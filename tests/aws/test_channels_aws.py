@@ -154,3 +154,79 @@ def test_a_region_that_refuses_the_undo_too_is_put_back_by_the_next_command(moto
     assert done == ["stable: reverted the interrupted move to b2 (back at b1)"]
     assert ssm_values() == first
     assert [m.outcome for m in catalog.channel_history("web")][:2] == ["reverted", "moved"]
+
+
+def test_a_dry_run_promote_reads_and_changes_nothing(moto, catalog):
+    first = ami_build(catalog, "b1")
+    mover = Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION)))
+    mover.promote("web", "b1", "stable")
+    second = ami_build(catalog, "b2")
+    history = catalog.channel_history("web")
+    result = mover.promote("web", "b2", "stable", dry_run=True)
+    assert result.dry_run and result.previous == "b1" and not result.unchanged
+    assert {p["region"]: (p["before"]["Value"], p["after"]) for p in result.places} == {
+        r: (first[r], second[r]) for r in REGIONS
+    }
+    assert ssm_values() == first  # nothing moved anywhere
+    assert catalog.channel("web", "stable").build_id == "b1"
+    assert catalog.channel_history("web") == history
+
+
+def test_a_publishers_ssm_parameter_is_the_latest_channels_pointer(moto, catalog):
+    """One writer per parameter: the AMI publisher's `ssm_parameter` is where `latest` shows
+    the build, instead of a second parameter from the channels template."""
+    images = ami_build(catalog, "b1")
+    catalog.start_build("b2", "web", "/specs/web.yml", ["ec2"], imgpipe_version="0", ansible_core="0")
+    mine = "/team/web/current"
+    record = {
+        "artifact_id": ",".join(f"{r}:{ami}" for r, ami in images.items()),
+        "data": {"images": [], "profile": None},
+        "published": [
+            {
+                "publisher": "amis",
+                "data": {
+                    "images": [
+                        {"region": r, "image_id": ami, "snapshot_ids": []} for r, ami in images.items()
+                    ],
+                    "ssm_parameter": mine,
+                },
+            }
+        ],
+        "channels": {"ssm_parameter": "/images/{name}/{channel}"},
+    }
+    catalog.finish_target(
+        "b2",
+        "ec2",
+        status="succeeded",
+        fingerprint=None,
+        fingerprint_parts={},
+        publish_fingerprint=None,
+        record=record,
+    )
+    catalog.finish_build("b2", "succeeded")
+    mover = Mover(catalog, AwsSession(AwsSettings(region=SOURCE_REGION)))
+    latest = mover.promote("web", "b2", "latest")
+    assert {p["name"] for p in latest.places} == {mine}
+    assert plain("ssm", "eu-west-1").get_parameter(Name=mine)["Parameter"]["Value"] == images["eu-west-1"]
+    stable = mover.promote("web", "b2", "stable")  # any other channel keeps the template
+    assert {p["name"] for p in stable.places} == {PARAM}
+
+
+def test_a_place_carries_the_profile_its_image_was_made_with(catalog):
+    from imgpipe.channels import places_for
+
+    catalog.start_build("b3", "web", "/specs/web.yml", ["ec2"], imgpipe_version="0", ansible_core="0")
+    image = {"region": "eu-west-1", "image_id": "ami-0123456789abcdef0", "snapshot_ids": []}
+    record = {"data": {"images": [image], "profile": "images-prod"}, "channels": {}}
+    catalog.finish_target(
+        "b3",
+        "ec2",
+        status="succeeded",
+        fingerprint=None,
+        fingerprint_parts={},
+        publish_fingerprint=None,
+        record=record,
+    )
+    catalog.finish_build("b3", "succeeded")
+    [place] = places_for(catalog.get("b3"), "stable")
+    assert place["profile"] == "images-prod" and place["region"] == "eu-west-1"
