@@ -418,10 +418,25 @@ def _render_sweeps(sweeps: Iterator[Sweep], hours: float, dry_run: bool) -> None
 
 
 def main() -> None:
+    import typer.main
+
+    from imgpipe.cli_help import name_placeholders
+
+    command = typer.main.get_command(app)
+    name_placeholders(command)
     try:
-        app()
+        command(args=_debug_first(sys.argv[1:]), prog_name="imgpipe")
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """`--debug` is accepted after the subcommand too (`imgpipe bake --debug spec.yml`), as
+    Packer's users type it: it moves in front, where it is defined. After `--` it is data."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
 
 
 if __name__ == "__main__":
