@@ -80,9 +80,13 @@ def _venv_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
+BUILD_GROUP = "default"  # Packer's name for the build host: playbooks written for it say `hosts: default`
+
+
 def inventory(target: str, ep: SSHEndpoint) -> dict[str, Any]:
-    """One host, reached with the pinned host key and no ssh config but ours. Ansible
-    splits the common args like a shell, so paths (which may hold spaces) are quoted."""
+    """One host named after the target, in the group `default` (as Packer's playbooks
+    expect), reached with the pinned host key and no ssh config but ours. Ansible splits
+    the common args like a shell, so paths (which may hold spaces) are quoted."""
     pinned = " ".join(
         [
             "-F /dev/null",
@@ -101,7 +105,7 @@ def inventory(target: str, ep: SSHEndpoint) -> dict[str, Any]:
     }
     if ep.user != "root":
         host["ansible_become"] = True  # roles run as root, as they would over a root login
-    return {"all": {"hosts": {target: host}}}
+    return {"all": {"hosts": {target: host}, "children": {BUILD_GROUP: {"hosts": {target: None}}}}}
 
 
 class _Progress:
