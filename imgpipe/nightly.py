@@ -141,7 +141,7 @@ def run_nightly(
 
 def _load(path: Path, options: NightlyOptions, run: SpecRun, catalog: Catalog) -> LoadedSpec | None:
     """The spec with its unattended inputs (the run's var files, then its own
-    vars/<spec>.yml, then the environment), its name claimed; None when that fails."""
+    vars/<spec>.yml, over the environment), its name claimed; None when that fails."""
     from imgpipe.history import spec_origin
     from imgpipe.roles import reference_problems
     from imgpipe.spec import load_spec

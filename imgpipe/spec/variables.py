@@ -1,6 +1,7 @@
 """Declared variables: check the declarations, resolve each value and validate it.
-Precedence, lowest to highest: defaults, --var-file files in the order given,
-IMGPIPE_VAR_<name>, --var name=value. Sensitive values never appear in a message."""
+Precedence, lowest to highest, as Packer and Terraform have it: defaults,
+IMGPIPE_VAR_<name>, --var-file files in the order given, --var name=value. Sensitive
+values never appear in a message."""
 
 from __future__ import annotations
 
@@ -215,9 +216,9 @@ def resolve_values(
         if var.default is not None:
             where = str(doc.position(("variables", name, "default")))
             r.set(name, var.default, "default", where)
+    r.read_environment(os.environ if environ is None else environ)  # the ambient layer: lowest
     for path in var_files:
         r.read_file(Path(path))
-    r.read_environment(os.environ if environ is None else environ)
     for item in cli_vars:
         name, sep, text = item.partition("=")
         if not sep or not name:

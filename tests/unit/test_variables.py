@@ -1,4 +1,5 @@
-"""Variables: precedence defaults < var files (in order) < IMGPIPE_VAR_* < --var, each
+"""Variables: precedence defaults < IMGPIPE_VAR_* < var files (in order) < --var (as in
+Packer and Terraform), each
 validation kind, declaration mistakes, and the exact position each error names."""
 
 import pytest
@@ -42,7 +43,9 @@ def test_precedence_chain(loaded, tmp_path, monkeypatch):
     monkeypatch.setenv("IMGPIPE_VAR_title", "from-env")
     monkeypatch.setenv("IMGPIPE_VAR_workers", "3")
     got = resolve_variables(loaded, [a, b], [])
-    assert got["title"].value == "from-env" and got["workers"].value == 3
+    assert got["title"].value == "from-b" and got["workers"].value == 2  # files beat the environment
+    got = resolve_variables(loaded, [], ["token=t"])
+    assert got["title"].value == "from-env" and got["workers"].value == 3  # the environment beats defaults
     got = resolve_variables(loaded, [a, b], ["title=from-cli", "workers=4"])
     assert got["title"].value == "from-cli" and got["workers"].value == 4
     assert got["token"].sensitive
@@ -67,10 +70,12 @@ def test_later_var_file_beats_earlier(loaded, tmp_path):
     assert resolve_variables(loaded, [b, a], ["token=t"])["title"].value == "from-a"
 
 
-def test_environment_beats_var_file(loaded, tmp_path, monkeypatch):
+def test_var_file_beats_environment_as_in_packer_and_terraform(loaded, tmp_path, monkeypatch):
     a = write(tmp_path / "a.yml", "title: from-a\n")
     monkeypatch.setenv("IMGPIPE_VAR_title", "from-env")
     got = resolve_variables(loaded, [a], ["token=t"])["title"]
+    assert (got.value, got.where) == ("from-a", f"{a}:1:8")
+    got = resolve_variables(loaded, [], ["token=t"])["title"]
     assert (got.value, got.origin, got.where) == (
         "from-env",
         "env IMGPIPE_VAR_title",
