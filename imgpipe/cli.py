@@ -212,6 +212,14 @@ def bake(
         ),
     ] = False,
     catalog_url: CatalogOpt = None,
+    shared_manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="Also append this build's records to one shared manifest file (Packer's manifest "
+            "post-processor: scripts read .builds[-1]).",
+        ),
+    ] = None,
 ) -> None:
     """Bake the spec's targets, in parallel, into OUTPUT/<name>/<build-id>/."""
     from imgpipe.errors import Interrupted, SpecError
@@ -226,6 +234,10 @@ def bake(
             raise SpecError(f"--on-error {on_error!r}: expected 'cleanup' or 'abort'")
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
+        if shared_manifest is not None:
+            from imgpipe.manifest_log import check_appendable
+
+            check_appendable(shared_manifest)
         catalog = _catalog_for_bake(catalog_url, loaded)
         options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
         reporters = []
@@ -252,7 +264,20 @@ def bake(
             raise
         _abort(Interrupted("interrupted") if isinstance(exc, KeyboardInterrupt) else exc)
     if baked.result is not None:
+        if shared_manifest is not None:
+            _append_manifest(shared_manifest, baked.result.output_dir / "manifest.json")
         _render_result(baked.result, json_out)
+
+
+def _append_manifest(shared: Path, build_manifest: Path) -> None:
+    from imgpipe.manifest_log import append_builds
+
+    if not build_manifest.exists():
+        return
+    try:
+        append_builds(shared, build_manifest)
+    except Exception as exc:  # noqa: BLE001
+        _abort(exc)
 
 
 def _catalog_for_bake(url: str | None, loaded: LoadedSpec) -> Catalog:
