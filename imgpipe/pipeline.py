@@ -197,7 +197,8 @@ class TargetBake:
         plays = provision_playbook(self.ctx.loaded, self.ctx.target)
         with self.ctx.emit.stage("provision"):
             if plays:
-                self.ansible(endpoint).run("provision", plays, _extravars(self.ctx, self.options.variables))
+                variables = _extravars(self.ctx, self.options.variables)
+                self.ansible(endpoint).run("provision", plays, variables, team="all")
         _checkpoint(self.ctx)
 
     def close_build_network(self) -> None:

@@ -51,11 +51,15 @@ def syntax_check(loaded: LoadedSpec) -> None:
     plays = provision_playbook(loaded, "check")
     if not plays or loaded.spec.provision.requirements:
         return
+    from imgpipe.ansible_options import invocation
+
     with tempfile.TemporaryDirectory(prefix="imgpipe-check-") as tmp:
         playbook = Path(tmp) / "provision.yml"
         playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+        team = invocation(loaded, Path(tmp) / "private")  # as the bake will run it
         env = {
             **os.environ,
+            **team.env,
             "PATH": _venv_path(),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_ROLES_PATH": os.pathsep.join(str(p) for p in roles_path(loaded)),
@@ -63,7 +67,7 @@ def syntax_check(loaded: LoadedSpec) -> None:
             "ANSIBLE_HOME": tmp,
         }
         proc = subprocess.run(
-            ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(playbook)],
+            ["ansible-playbook", "--syntax-check", *team.args, "-i", "localhost,", str(playbook)],
             env=env,
             capture_output=True,
             text=True,
@@ -167,8 +171,15 @@ class AnsibleSession:
             req = ctx.loaded.directory / ctx.loaded.spec.provision.requirements
             self.installed_roles, self.collections = install_requirements(req, ctx.workdir / "galaxy")
 
-    def run(self, stage: str, plays: list[dict[str, Any]], extravars: dict[str, Any]) -> None:
+    def run(
+        self, stage: str, plays: list[dict[str, Any]], extravars: dict[str, Any], *, team: str = "none"
+    ) -> None:
+        """Run `plays`. `team`: which of the spec's `provision.ansible` options apply:
+        "all" (provisioning), "config" (its ansible.cfg and vault password: the spec's own
+        verify playbooks), "none" (imgpipe's plays: the seal runs whole, whatever the tags)."""
         import ansible_runner
+
+        from imgpipe.ansible_options import AnsibleInvocation, empty_config, invocation
 
         playbook = self.pdd / "project" / f"{stage}.yml"
         playbook.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +187,10 @@ class AnsibleSession:
         progress = _Progress(self.ctx)
         timeout = self.timeout_s
         self._write_extravars(extravars)
+        options = AnsibleInvocation({"ANSIBLE_CONFIG": str(empty_config(self.pdd / "env"))})
+        if team != "none":  # a vault password file goes in env/, removed with the run below
+            options = invocation(self.ctx.loaded, self.pdd / "env")
+        args = options.args if team == "all" else []
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(self.pdd),
@@ -183,7 +198,8 @@ class AnsibleSession:
                 ident=stage,
                 inventory=str(self.pdd / "inventory" / "hosts.yml"),
                 roles_path=[str(p) for p in roles_path(self.ctx.loaded, self.installed_roles)],
-                envvars=self._env(),
+                envvars={**options.env, **self._env()},  # imgpipe's settings win over the team's
+                cmdline=shlex.join(args) if args else None,
                 quiet=True,
                 event_handler=progress,
                 cancel_callback=self.ctx.cancel.is_set,

@@ -74,4 +74,6 @@ def reference_problems(loaded: LoadedSpec) -> list[str]:
     if prov.requirements and not (loaded.directory / prov.requirements).is_file():
         pos = loaded.doc.position(("provision", "requirements"))
         problems.append(f"{pos}: provision.requirements: no such file {prov.requirements}")
-    return problems
+    from imgpipe.ansible_options import option_problems
+
+    return problems + option_problems(loaded)

@@ -120,12 +120,45 @@ class RoleRef(Strict):
     vars: dict[str, Any] = Field(default_factory=dict, description="Role variables (Ansible templates them).")
 
 
+class AnsibleOptions(Strict):
+    """What teams pass to ansible-playbook, honoured alike by `validate` and `bake`.
+    Secrets come by file or environment variable, never on a command line."""
+
+    config: str | None = Field(
+        None,
+        description="ansible.cfg, relative to the spec (default: ansible.cfg beside the spec, if any; "
+        "never one from the working directory).",
+    )
+    tags: tuple[str, ...] = Field((), description="Run only tasks with these tags (--tags).")
+    skip_tags: tuple[str, ...] = Field((), description="Skip tasks with these tags (--skip-tags).")
+    verbosity: int = Field(0, ge=0, le=4, description="-v count in the Ansible log (0-4).")
+    vault_password_file: str | None = Field(
+        None, description="File holding the vault password, relative to the spec."
+    )
+    vault_password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the vault password.",
+    )
+    extra_args: tuple[str, ...] = Field(
+        (),
+        description="More ansible-playbook options, e.g. [--diff, --forks=2] (no secrets: they are logged).",
+    )
+
+    @model_validator(mode="after")
+    def _one_vault_source(self) -> AnsibleOptions:
+        if self.vault_password_file and self.vault_password_env:
+            raise ValueError("give one of 'vault_password_file' or 'vault_password_env', not both")
+        return self
+
+
 class Provision(Strict):
     roles: tuple[str | RoleRef, ...] = Field((), description="Roles applied in order.")
     playbooks: tuple[str, ...] = Field((), description="Playbooks run after the roles, relative to the spec.")
     roles_path: tuple[str, ...] = Field((), description="Extra role directories, relative to the spec.")
     requirements: str | None = Field(None, description="ansible-galaxy requirements file (local sources).")
     timeout_s: int | None = Field(None, ge=1, description="Abort provisioning after this many seconds.")
+    ansible: AnsibleOptions = Field(default_factory=AnsibleOptions, description="ansible-playbook options.")
 
     def role_refs(self) -> list[RoleRef]:
         return [RoleRef(role=r) if isinstance(r, str) else r for r in self.roles]

@@ -106,7 +106,7 @@ def run_playbooks(
     plays = [{"import_playbook": str(path.resolve())} for path in playbooks]
     extravars = {"imgpipe_build": {"id": ctx.build_id, "target": ctx.target, "spec": ctx.loaded.spec.name}}
     try:
-        session.run("verify", plays, extravars)
+        session.run("verify", plays, extravars, team="config")
     except ImgpipeError as exc:
         if ctx.cancel.is_set():
             raise

@@ -57,6 +57,7 @@ def spec_text(
     ami_name: str = "{spec}-{target}-{build_id}",
     verify: str = "{builtin_checks: warn}",
     extra: str = "",
+    provision_extra: str = "",
 ) -> str:
     return f"""\
 imgpipe: 1
@@ -64,7 +65,7 @@ name: demo
 seal: {{enabled: false}}  # the stand-in is this host's own sshd: never seal it
 verify: {verify}  # builtin_checks: warn: the test boot is this host, as the build was
 provision:
-  roles_path: [{roles}]
+{provision_extra}  roles_path: [{roles}]
   roles:
     - role: marker
       vars: {{marker_text: provisioned-in-ec2, marker_path: "{marker}", marker_sleep: {sleep}}}
