@@ -14,6 +14,7 @@ import typer
 from imgpipe import __version__
 from imgpipe.cli_catalog import CatalogOpt, register
 from imgpipe.cli_channels import channels, promote
+from imgpipe.cli_doctor import register as register_doctor
 from imgpipe.cli_nightly import nightly
 from imgpipe.cli_schedule import schedule_app  # light, as vm_app
 from imgpipe.vm_cli import vm_app  # light: its commands import their logic when run
@@ -42,6 +43,7 @@ register(app)  # status, builds, show
 app.command()(nightly)
 app.command()(promote)
 app.command()(channels)
+register_doctor(app)  # doctor: is this host ready to bake
 
 _DEBUG = False
 

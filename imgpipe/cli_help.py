@@ -31,10 +31,12 @@ def name_placeholders(command: Any, ctx: Any = None) -> None:
     """Give every option of `command` and its subcommands a placeholder (a metavar),
     unless it has one or takes no value."""
     for param in getattr(command, "params", ()):
+        if not getattr(param, "opts", None) or not param.opts[0].startswith("-"):
+            # an argument: its name (SPEC, TARGET) says what to type; Typer would add `<path>`
+            param.display_type_rich = lambda ctx: None
+            continue
         if getattr(param, "is_flag", False) or getattr(param, "metavar", "") is not None:
             continue
-        if not getattr(param, "opts", None) or not param.opts[0].startswith("--"):
-            continue  # an argument: its metavar is its name already
         named = next((_NAMED[o] for o in param.opts if o in _NAMED), None)
         param.metavar = named or _placeholder(param, ctx)
     for sub in getattr(command, "commands", {}).values():

@@ -9,7 +9,16 @@ import pytest
 
 from imgpipe.cli import _debug_first
 
-COMMANDS = [["bake"], ["validate"], ["nightly"], ["promote"], ["gc"], ["schedule", "install"], ["vm", "up"]]
+COMMANDS = [
+    ["bake"],
+    ["validate"],
+    ["nightly"],
+    ["promote"],
+    ["gc"],
+    ["doctor"],
+    ["schedule", "install"],
+    ["vm", "up"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -18,7 +27,7 @@ def test_help_shows_placeholders_not_python_types(command):
         [sys.executable, "-m", "imgpipe.cli", *command, "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    options = proc.stdout.split("Options:", 1)[-1]
+    options = proc.stdout.split("Arguments:", 1)[-1]
     assert "--" in options
     for python_type in ("<list[", "<str>", "<int", "<path>", "<float>"):
         assert python_type not in options, proc.stdout
