@@ -49,7 +49,7 @@ class AwsSettings(BaseModel):
         None, description="Named profile from the AWS config files; default: AWS_PROFILE or boto3's chain"
     )
     region: str | None = Field(
-        None, description="Region to work in; default: AWS_REGION, AWS_DEFAULT_REGION or the profile's region"
+        None, description="Region to work in; default: AWS_DEFAULT_REGION or the profile's region"
     )
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry policy of every AWS call")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a TCP connection to AWS")
@@ -102,7 +102,7 @@ class AwsSession:
         if not region:
             raise SpecError(
                 "no AWS region configured",
-                hint="set `region` in the target, AWS_REGION in the environment, or a profile region",
+                hint="set `region` in the target, AWS_DEFAULT_REGION (not AWS_REGION), or a profile region",
             )
         return str(region)
 
