@@ -199,7 +199,12 @@ def bake(
     var_file: VarFileOpt = None,
     output: Annotated[Path, typer.Option("--output", help="Output directory.")] = Path("output"),
     on_error: Annotated[
-        str, typer.Option("--on-error", help="cleanup: remove a failed VM; abort: keep it for debugging.")
+        str,
+        typer.Option(
+            "--on-error",
+            help="cleanup: remove a failed VM; abort: keep it for debugging; ask (on a terminal): "
+            "choose, or retry the failed stage.",
+        ),
     ] = "cleanup",
     parallel: Annotated[
         int | None, typer.Option("--parallel", min=1, help="Targets baked at once (default: all).")
@@ -232,8 +237,14 @@ def bake(
         from imgpipe.recorded_bake import recorded_bake
         from imgpipe.report import make_reporter
 
-        if on_error not in ("cleanup", "abort"):
-            raise SpecError(f"--on-error {on_error!r}: expected 'cleanup' or 'abort'")
+        if on_error not in ("cleanup", "abort", "ask"):
+            raise SpecError(f"--on-error {on_error!r}: expected 'cleanup', 'abort' or 'ask'")
+        asker = None
+        if on_error == "ask":
+            from imgpipe.ask import TerminalAsker, require_terminal
+
+            require_terminal()
+            asker = TerminalAsker()
         loaded, variables = _load(spec, var_file, var)
         targets = _select_targets(list(loaded.spec.targets), only or [], exclude or [])
         if shared_manifest is not None:
@@ -241,7 +252,7 @@ def bake(
 
             check_appendable(shared_manifest)
         catalog = _catalog_for_bake(catalog_url, loaded)
-        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel)
+        options = BakeOptions(output.resolve(), targets, variables, OnError(on_error), parallel, ask=asker)
         reporters = []
 
         def on_decision(decision: Decision) -> EventSink:

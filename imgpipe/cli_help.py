@@ -21,7 +21,7 @@ _NAMED = {
     "--enable": "SPEC",
     "--root": "DIR",
     "--manifest": "FILE",
-    "--on-error": "cleanup|abort",
+    "--on-error": "cleanup|abort|ask",
 }
 # else by the type Typer would show
 _BY_TYPE = {"path": "PATH", "int": "N", "float": "SECONDS", "str": "TEXT"}

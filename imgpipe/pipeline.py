@@ -19,7 +19,7 @@ from imgpipe.builders.base import Builder
 from imgpipe.builders.sshkeys import BUILD_USER, key_fingerprint
 from imgpipe.capture import finalize
 from imgpipe.core import Artifact, ImageFile, Rollback, SSHEndpoint, TargetContext, checkpoint, new_build_id
-from imgpipe.errors import ImgpipeError, Interrupted, SpecError, as_imgpipe_error, run_command
+from imgpipe.errors import BuildError, ImgpipeError, Interrupted, SpecError, as_imgpipe_error, run_command
 from imgpipe.events import Emitter, Event, EventSink
 from imgpipe.journal import Resources, remove_path
 from imgpipe.manifest import TargetRecord, write_manifest
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 class OnError(StrEnum):
     cleanup = "cleanup"
     abort = "abort"
+    ask = "ask"  # on a terminal: clean up, keep the VM, or retry the failed stage (imgpipe.ask)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class BakeOptions:
     # called before a target publishes anything (its image made final): raises to stop it,
     # e.g. imgpipe.lease.SpecLease.check when another runner took the spec
     before_publish: Callable[[], None] | None = None
+    # --on-error ask: (target, stage, redacted message, can_retry, cancel) -> imgpipe.ask.Choice
+    ask: Callable[[str, str, str, bool, threading.Event], str] | None = None
 
 
 @dataclass
@@ -114,6 +117,9 @@ class TargetBake:
         self._session: AnsibleSession | None = None
         self.identity: BuildIdentity | None = None
         self.packages: list[Package] | None = None
+        self.keep_on_failure = options.on_error == OnError.abort  # --on-error ask may set it
+        self.failed_stage = "the build"  # where --on-error ask says it failed
+        self.answered = False  # --on-error ask asks once per target (a retry asks again)
 
     def ansible(self, endpoint: SSHEndpoint) -> AnsibleSession:
         """The target's Ansible session (private data dir, control sockets, installed
@@ -154,9 +160,9 @@ class TargetBake:
             for failure in ctx.undo.run():  # what could not be undone stays in the journal
                 emit("error", message=f"could not undo {failure}")
             # bad input (a SpecError, found before the VM exists) leaves nothing to debug
-            if self.options.on_error == OnError.abort and not isinstance(
-                exc, Interrupted | KeyboardInterrupt | SpecError
-            ):
+            debuggable = not isinstance(exc, Interrupted | KeyboardInterrupt | SpecError)
+            self._asked(exc, can_retry=False)
+            if self.keep_on_failure and debuggable:
                 ctx.resources.keep()
                 emit("kept", hint=self.builder.debug_hint())
             raise
@@ -165,6 +171,33 @@ class TargetBake:
                 for failure in ctx.resources.close():
                     emit("error", message=str(failure))
             self.record.timings = {**emit.timings, "total": round(time.monotonic() - start, 3)}
+
+    def _asked(self, exc: BaseException, can_retry: bool) -> str | None:
+        """--on-error ask: what the person at the terminal chose (None: nothing to ask, or
+        they answered already). `abort` keeps the VM as --on-error abort does."""
+        if self.answered or self.options.on_error != OnError.ask or self.options.ask is None:
+            return None
+        if isinstance(exc, Interrupted | KeyboardInterrupt | SpecError):
+            return None
+        message = self.ctx.redact.text(str(exc))
+        choice = str(
+            self.options.ask(self.ctx.target, self.failed_stage, message, can_retry, self.ctx.cancel)
+        )
+        self.answered = choice != "retry"
+        self.keep_on_failure = self.keep_on_failure or choice == "abort"
+        return choice
+
+    def _retryable(self, stage: str, step: Callable[[], Any]) -> Any:
+        """Run a stage that can run again on the same VM (provisioning, capture): with
+        --on-error ask, its failure asks, and `retry` runs it again."""
+        self.failed_stage = stage
+        while True:
+            try:
+                return step()
+            except BuildError as exc:  # ProvisionError and VerifyError are BuildErrors
+                if self._asked(exc, can_retry=True) != "retry":
+                    raise
+                self.ctx.emit.message(f"retrying {stage}")
 
     def _build(self) -> None:
         ctx, emit = self.ctx, self.ctx.emit
@@ -178,7 +211,8 @@ class TargetBake:
             "host_key": endpoint.host_key_fingerprint,
             "build_key": key_fingerprint(endpoint.authorized_key),
         }
-        self.provision(endpoint)
+        self._retryable("provisioning", lambda: self.provision(endpoint))
+        self.failed_stage = "the build"
         self.close_build_network()
         self.remember_build_vm(endpoint)
         self.seal(endpoint)
@@ -186,7 +220,9 @@ class TargetBake:
             self.builder.stop()
         _checkpoint(ctx)
         with emit.stage("capture"):
-            artifact = self.builder.capture(self.out, f"{ctx.loaded.spec.name}-{ctx.target}")
+            name = f"{ctx.loaded.spec.name}-{ctx.target}"
+            artifact = self._retryable("capture", lambda: self.builder.capture(self.out, name))
+        self.failed_stage = "the build"
         _checkpoint(ctx)
         self.verify(artifact)
         self.finish(self.publish(artifact))

@@ -28,6 +28,7 @@ class FakeSettings(BaseModel):
     image_mib: int = Field(1, ge=1, description="MiB of random data in the captured image.")
     capture_delay_s: float = Field(0, ge=0, description="Wait this long before capturing (to be killed).")
     fail: bool = Field(False, description="Fail the capture (a bake that keeps failing).")
+    fail_times: int = Field(0, ge=0, description="Fail the first N captures (for --on-error ask's retry).")
 
 
 class FakeBuilder:
@@ -38,6 +39,7 @@ class FakeBuilder:
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
         self.settings: FakeSettings = ctx.settings  # type: ignore[assignment]
+        self.captures = 0
 
     def prepare(self) -> dict[str, object]:
         return {"kind": "fake"}
@@ -52,7 +54,8 @@ class FakeBuilder:
     def capture(self, dest_dir: Path, basename: str) -> ImageFile:
         if self.ctx.cancel.wait(self.settings.capture_delay_s):
             raise Interrupted("interrupted")
-        if self.settings.fail:
+        self.captures += 1
+        if self.settings.fail or self.captures <= self.settings.fail_times:
             raise BuildError("the fake builder was told to fail")
         raw = self.ctx.workdir / "disk.raw"
         raw.write_bytes(os.urandom(self.settings.image_mib * MiB))
