@@ -22,9 +22,10 @@ _NAMED = {
     "--root": "DIR",
     "--manifest": "FILE",
     "--on-error": "cleanup|abort|ask",
+    "--older-than": "HOURS",
 }
 # else by the type Typer would show
-_BY_TYPE = {"path": "PATH", "int": "N", "float": "SECONDS", "str": "TEXT"}
+_BY_TYPE = {"path": "PATH", "int": "N", "float": "NUMBER", "str": "TEXT"}
 
 
 def name_placeholders(command: Any, ctx: Any = None) -> None:

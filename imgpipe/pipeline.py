@@ -91,7 +91,13 @@ def _checkpoint(ctx: TargetContext) -> None:
 def _extravars(ctx: TargetContext, variables: dict[str, ResolvedVar]) -> dict[str, Any]:
     return {
         **{name: v.value for name, v in variables.items()},
-        "imgpipe_build": {"id": ctx.build_id, "target": ctx.target, "spec": ctx.loaded.spec.name},
+        # Packer's packer_build_name / packer_builder_type, for playbooks that branch on them
+        "imgpipe_build": {
+            "id": ctx.build_id,
+            "target": ctx.target,
+            "spec": ctx.loaded.spec.name,
+            "builder": getattr(ctx.settings, "builder", ""),
+        },
     }
 
 

@@ -19,7 +19,7 @@ PLAYBOOK = """\
   tasks:
     - name: what this run was given
       ansible.builtin.copy:
-        content: "{{{{ ansible_config_file }}}} {{{{ secret_word }}}}\\n"
+        content: "{{{{ ansible_config_file }}}} {{{{ secret_word }}}} {{{{ imgpipe_build.builder }}}}\\n"
         dest: "{out}/team.txt"
       tags: [web]
     - name: a slow task the team skips in CI
@@ -57,8 +57,9 @@ def test_the_spec_ansible_options_reach_the_run(ec2_bake, monkeypatch, isolated_
     )
     result = ec2_bake.run(provision_extra=options)
     assert result.ok, result.errors
-    config, word = (tmp / "team.txt").read_text().split()
+    config, word, builder = (tmp / "team.txt").read_text().split()
     assert (config, word) == (str((tmp / "ansible.cfg").resolve()), "swordfish")
+    assert builder == "aws"  # imgpipe_build.builder: Packer's packer_builder_type
     assert not (tmp / "slow.txt").exists()  # skipped by tag
     assert not ec2_bake.marker.exists()  # the untagged role did not run under --tags web
     logs = "".join(p.read_text(errors="replace") for p in (tmp / "out").rglob("*") if p.is_file())
