@@ -138,6 +138,9 @@ def _world_readable_dir() -> Path:
 
 def _kvm_device_as_nobody(path: Path) -> dict[str, str]:
     """kvm_device() in a forked child that dropped to nobody (uid/gid 65534, no groups)."""
+    # once as root first: any module it imports lazily is loaded before the child, as nobody,
+    # could not read it (the interpreter may live under root's 0700 home)
+    json.dumps(kvm.kvm_device(path).to_json())
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never back into pytest
