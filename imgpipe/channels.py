@@ -221,6 +221,8 @@ def move_latest(catalog: Catalog, build_id: str) -> MoveResult:
     mover.recover(_spec_of(catalog, build_id), LATEST)
     build = catalog.get(build_id)
     assert build is not None
+    if build.revoked_at is not None:  # revoked while it ran (imgpipe.revoke)
+        raise SpecError(f"build {build_id} was revoked while it ran: {build.revoked_reason}")
     return mover.move(build, LATEST)
 
 

@@ -16,6 +16,8 @@ from imgpipe.cli_catalog import CatalogOpt, register
 from imgpipe.cli_channels import channels, promote
 from imgpipe.cli_doctor import register as register_doctor
 from imgpipe.cli_nightly import nightly
+from imgpipe.cli_prune import register as register_prune
+from imgpipe.cli_revoke import revoke
 from imgpipe.cli_schedule import schedule_app  # light, as vm_app
 from imgpipe.vm_cli import vm_app  # light: its commands import their logic when run
 
@@ -44,6 +46,8 @@ app.command()(nightly)
 app.command()(promote)
 app.command()(channels)
 register_doctor(app)  # doctor: is this host ready to bake
+register_prune(app)  # prune
+app.command()(revoke)  # imgpipe.cli_revoke
 
 _DEBUG = False
 

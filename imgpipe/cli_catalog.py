@@ -77,6 +77,8 @@ def _build_json(build: BuildView) -> dict[str, Any]:
         "finished_at": build.finished_at.isoformat() if build.finished_at else None,
         "imgpipe": build.imgpipe_version,
         "ansible_core": build.ansible_core,
+        "revoked": _revoked_json(build),
+        "deprecated_at": build.deprecated_at.isoformat() if build.deprecated_at else None,
         "targets": {
             t.target: {
                 "status": t.status.value,
@@ -87,6 +89,20 @@ def _build_json(build: BuildView) -> dict[str, Any]:
             for t in build.targets
         },
     }
+
+
+def revoked_text(build: BuildView) -> str:
+    """`revoked (reason, by, when)`, or "" for a build that is not revoked."""
+    if build.revoked_at is None:
+        return ""
+    when = f"{build.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+    return f"revoked ({build.revoked_reason}, by {build.revoked_by}, {when})"
+
+
+def _revoked_json(build: BuildView) -> dict[str, Any] | None:
+    if build.revoked_at is None:
+        return None
+    return {"reason": build.revoked_reason, "by": build.revoked_by, "at": build.revoked_at.isoformat()}
 
 
 def builds(
@@ -108,7 +124,7 @@ def builds(
         return
     from imgpipe.history import age
 
-    rows = [("BUILD", "SPEC", "STATUS", "TARGET", "ARTIFACT", "FINGERPRINT", "AGE")]
+    rows: list[Any] = [("BUILD", "SPEC", "STATUS", "TARGET", "ARTIFACT", "FINGERPRINT", "AGE")]
     for b in found:
         for i, t in enumerate(b.targets or ()):
             first = i == 0
@@ -123,11 +139,16 @@ def builds(
                     age(b.started_at.timestamp()) if first else "",
                 )
             )
+        if b.revoked_at is not None:
+            rows.append(f"  {revoked_text(b)}")  # under its rows, outside the columns
     if len(rows) == 1:
         typer.echo("no builds in the catalog" + (f" for {name}" if name else ""))
         return
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(len(r[i]) for r in rows if isinstance(r, tuple)) for i in range(len(rows[0]))]
     for row in rows:
+        if isinstance(row, str):
+            typer.echo(row)
+            continue
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
@@ -145,17 +166,25 @@ def show(
             found = catalog.get(build)
             if found is None:
                 raise SpecError(f"no build {build!r} in the catalog {catalog.url_masked}")
+            from imgpipe.lineage import chain
+
+            chains = {t.target: chain(catalog, t) for t in found.targets}  # what each is built on
     except Exception as exc:  # noqa: BLE001
         _abort(exc)
     if json_out:
         doc = _build_json(found)
         for t in found.targets:
             doc["targets"][t.target].update(
-                inputs=t.fingerprint_parts, record=t.record, artifacts=[a.__dict__ for a in t.artifacts]
+                inputs=t.fingerprint_parts,
+                record=t.record,
+                artifacts=[a.__dict__ for a in t.artifacts],
+                parents=chains[t.target],
             )
         typer.echo(json.dumps({"v": 1, "build": doc}, indent=2, default=str))
         return
     typer.echo(f"build {found.id}  {found.status.value}")
+    if found.revoked_at is not None:
+        typer.echo(f"  {revoked_text(found)}")
     typer.echo(f"  spec     {found.spec_name} ({found.spec_path})")
     typer.echo(
         f"  started  {found.started_at:%Y-%m-%d %H:%M:%S} UTC on {found.owner_host} (by {found.trigger})"
@@ -176,6 +205,12 @@ def show(
             typer.echo(
                 f"    source      {source.get('kind')}: "
                 + ", ".join(f"{k}={str(v)[:19]}" for k, v in source.items() if k != "kind")
+            )
+        for depth, link in enumerate(chains[t.target]):
+            label = "parent" if depth == 0 else "  " * depth + "its parent"
+            state = "" if link["status"] == "succeeded" else f" ({link['status']})"
+            typer.echo(
+                f"    {label:<11} {link['ref']} = build {link['build_id']} target {link['target']}{state}"
             )
         if t.record.get("error"):
             typer.echo(f"    error       {t.record['error'].splitlines()[0]}")

@@ -20,8 +20,10 @@ changing only them re-runs the publishers instead of rebaking.
 - verify: the image tests; requirements: the requirements file; installed: what it
   installed ({name: version}, added by `with_installed` once known, after the install).
 - seal: imgpipe's seal playbook and role (None: sealing disabled); imgpipe, ansible_core.
-- source: {"kind": ..., **identity} (sources.identity).
-- info: for messages only (when the base was built, the bootstrap settings); not hashed.
+- source: {"kind": ..., **identity} (sources.identity); for a spec with `source.parent`,
+  {"kind": "parent", "build_id", "target"}: a moved parent channel changes the child.
+- info: for messages only (when the base was built, the bootstrap settings, the parent
+  reference as the spec says it); not hashed.
 
 A file entry is its content's sha256, with "+x" when executable (rolefiles.file_entry)."""
 
@@ -65,6 +67,7 @@ _NOT_SPEC_INPUTS = {
     "schedule",
     "rebuild",
     "channels",
+    "retention",
 }
 _NOT_PROVISION_INPUTS = ("roles_path", "requirements")
 
@@ -165,8 +168,11 @@ def _versions() -> dict[str, str]:
     return {"imgpipe": imgpipe.__version__, "ansible_core": ansible.release.__version__}
 
 
-def _info(loaded: LoadedSpec, source: SourceIdentity) -> dict[str, Any]:
+def _info(loaded: LoadedSpec, source: SourceIdentity, target: str) -> dict[str, Any]:
     info: dict[str, Any] = {}
+    parent = loaded.parents.get(target)
+    if source.kind == "parent" and parent is not None:
+        info["parent"] = parent.ref  # the channel that named it: for messages, never hashed
     if source.built:
         info["base_built"] = source.built
     if source.kind == "bootstrap" and loaded.spec.source.bootstrap is not None:
@@ -217,7 +223,7 @@ def target_fingerprint(
         "seal": _seal_part(loaded),
         **_versions(),
         "source": {"kind": source.kind, **source.identity},
-        INFO: _info(loaded, source),
+        INFO: _info(loaded, source, target),
     }
     return Fingerprint(parts_digest(parts), parts)
 

@@ -123,6 +123,13 @@ def _source(old: Any, new: Any, old_info: Any, new_info: Any) -> list[str]:
         lines = [f"source AMI filter now resolves to {new.get('image_id')} (was {old.get('image_id')})"]
     elif kind == "ami":
         lines = [f"source AMI: {old.get('image_id')} -> {new.get('image_id')}"]
+    elif kind == "parent":
+        ref = (new_info or {}).get("parent") or (old_info or {}).get("parent") or "parent"
+        now, was = new.get("build_id"), old.get("build_id")
+        if now != was:
+            lines = [f"parent {ref} is now build {now} (was {was})"]
+        else:
+            lines = [f"parent {ref}: target {old.get('target')} -> {new.get('target')} of build {now}"]
     else:
         lines = []
     return lines or [f"source {key} {what}" for key, what in _diff(old, new)]

@@ -100,6 +100,7 @@ class BakeRecorder:
             imgpipe_version=__version__,
             ansible_core=ansible_version,
             trigger=self.trigger,
+            parents={t: p.catalog_entry() for t, p in self.loaded.parents.items() if t in targets},
         )
 
     def target_finished(self, record: TargetRecord, interrupted: bool) -> None:
@@ -209,7 +210,9 @@ def target_status(catalog: Catalog, loaded: LoadedSpec, target: str, hmac_key: b
     exactly what changed since the last good build."""
     from imgpipe.fingerprint import publish_fingerprint
     from imgpipe.fingerprint_changes import explain
+    from imgpipe.lineage import with_parents
 
+    loaded = with_parents(catalog, loaded)  # a child of a moved parent channel has changed
     current = fingerprint_of(loaded, target, hmac_key)
     publishing = publish_fingerprint(loaded, target)
     profile = getattr(getattr(loaded.targets[target], "aws", None), "profile", None)

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,6 +45,7 @@ class SpecRun:
     images: dict[str, str] = field(default_factory=dict)  # target -> image id or file
     errors: dict[str, str] = field(default_factory=dict)  # target (or "spec") -> message
     disabled: str | None = None  # set when this run disabled the spec
+    pruned: list[str] = field(default_factory=list)  # builds its retention policy removed
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "result": self.result.value}
@@ -120,23 +121,85 @@ def run_nightly(
         spec = _load(path, options, run, catalog)
         if spec is not None:
             loaded.append((run, spec))
+    loaded = _without_cycles(loaded)
     due = [(run, spec) for run, spec in loaded if _due(run, spec, catalog, options, now)]
     with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-        futures = []
+        futures: list[Future[None]] = []
         try:
             report.bases = _refresh_bases([spec for _, spec in due], log, cancel)
-            futures = [
-                pool.submit(_bake_one, run, spec, catalog, options, sink, cancel, now) for run, spec in due
-            ]
-            while not all(f.done() for f in futures):
-                time.sleep(0.2)
+            _bake_parents_first(
+                due,
+                lambda run, spec: pool.submit(_bake_one, run, spec, catalog, options, sink, cancel, now),
+                futures,
+                cancel,
+            )
         except KeyboardInterrupt:
             cancel.set()  # the running bakes stop and clean up; the queued ones skip
             for f in futures:
                 f.exception()
+    for run, spec in loaded if not cancel.is_set() else []:
+        _prune(run, spec, catalog, log)  # retention, after the bakes
     report.interrupted = cancel.is_set()
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     return report
+
+
+def _without_cycles(loaded: list[tuple[SpecRun, LoadedSpec]]) -> list[tuple[SpecRun, LoadedSpec]]:
+    """The specs minus those whose `source.parent` chain loops back (reported failed, each
+    with the file and line of its source.parent) and those built on one of them (skipped)."""
+    from imgpipe.lineage import build_order, parent_spec
+
+    by_name = {spec.spec.name: (run, spec) for run, spec in reversed(loaded)}  # the first of a name
+    order, cycles = build_order({name: parent_spec(spec) for name, (_, spec) in by_name.items()})
+    for cycle in cycles:
+        loop = " -> ".join([*cycle, cycle[0]])
+        for name in cycle:
+            run, spec = by_name[name]
+            pos = spec.doc.position(("source", "parent"))
+            run.result, run.why = Result.FAILED, "invalid spec"
+            run.errors = {
+                "spec": f"{pos}: source.parent: a cycle of parents: {loop} (each built on the next)"
+            }
+    in_cycle = {name for cycle in cycles for name in cycle}
+    for name, (run, spec) in by_name.items():
+        if name not in order and name not in in_cycle:
+            run.why = f"skipped: it is built on {parent_spec(spec)}, whose parents form a cycle"
+    keep = set(order)
+    return [(run, spec) for run, spec in loaded if spec.spec.name in keep]
+
+
+def _bake_parents_first(
+    due: list[tuple[SpecRun, LoadedSpec]],
+    submit: Callable[[SpecRun, LoadedSpec], Future[None]],
+    futures: list[Future[None]],
+    cancel: threading.Event,
+) -> None:
+    """Start each spec once the spec it is built on, when that is baked in this run too,
+    has finished (independent specs start at once); skip the children of a failed parent.
+    Appends to `futures` as it goes and returns when every started bake has finished."""
+    from imgpipe.lineage import parent_spec
+
+    runs = {spec.spec.name: run for run, spec in due}
+    started: dict[str, Future[None]] = {}
+    broken: dict[str, str] = {}  # spec -> why its children are skipped
+    waiting = list(due)
+    while waiting or not all(f.done() for f in futures):
+        for run, spec in list(waiting):
+            name, parent = spec.spec.name, parent_spec(spec)
+            if parent in runs and parent != name and not cancel.is_set():
+                if parent not in broken and not (parent in started and started[parent].done()):
+                    continue  # its parent is still to bake
+                if parent not in broken and runs[parent].result in (Result.FAILED, Result.INTERRUPTED):
+                    broken[parent] = f"the bake of its parent spec {parent} {runs[parent].result.value}"
+                if parent in broken:
+                    waiting = [w for w in waiting if w[0] is not run]
+                    run.why = f"skipped: {broken[parent]}"
+                    broken[name] = f"its parent spec {parent} was skipped ({broken[parent]})"
+                    continue
+            waiting = [w for w in waiting if w[0] is not run]
+            started[name] = submit(run, spec)
+            futures.append(started[name])
+        time.sleep(0.2)
 
 
 def _load(path: Path, options: NightlyOptions, run: SpecRun, catalog: Catalog) -> LoadedSpec | None:
@@ -267,3 +330,22 @@ def _bake_one(
         return
     if state.disabled_at is not None and not result.ok:
         run.disabled = state.disabled_reason
+
+
+def _prune(run: SpecRun, loaded: LoadedSpec, catalog: Catalog, log: Callable[[str], None]) -> None:
+    """Remove the builds the spec's retention policy lets go. A prune that fails is in the
+    spec's errors (the next run tries again); it never makes the bake a failure."""
+    if loaded.spec.retention is None:
+        return
+    from imgpipe.retention import Pruner
+
+    try:
+        report = Pruner(catalog, log=lambda line: log(f"{loaded.spec.name}: prune: {line}")).run_loaded(
+            loaded
+        )
+    except Exception as exc:  # noqa: BLE001 - the bakes are done; only the prune failed
+        run.errors["prune"] = str(as_imgpipe_error(exc))
+        return
+    run.pruned = report.removed()
+    if report.failures:
+        run.errors["prune"] = "; ".join(report.failures)

@@ -209,6 +209,9 @@ class TargetBake:
         ctx, emit = self.ctx, self.ctx.emit
         with emit.stage("source"):
             self.record.source = self.builder.prepare()
+            parent = ctx.loaded.parents.get(ctx.target)
+            if parent is not None:  # lineage: the image it starts from is a build of imgpipe's
+                self.record.source = {**self.record.source, "parent": parent.record()}
         _checkpoint(ctx)
         with emit.stage("launch"):
             endpoint = self.builder.launch()

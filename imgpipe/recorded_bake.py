@@ -86,9 +86,11 @@ def recorded_bake(
     The decision is made under the lease: a bake another runner just finished counts.
     `on_decision` (optional) sees the decision before the bake starts and returns the sink
     for the bake's events (how a CLI opens its progress display only when there is work)."""
+    from imgpipe.lineage import with_parents
     from imgpipe.pipeline import bake
 
     with SpecLease(catalog, loaded.spec.name) as lease:
+        loaded = with_parents(catalog, loaded)  # the parent as the channel names it now
         decision = decide(catalog, loaded, options.targets) if if_changed else Decision(options.targets)
         if on_decision is not None:
             sink = on_decision(decision)

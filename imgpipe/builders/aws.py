@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from imgpipe.aws import buildres
 from imgpipe.aws import images as amis
@@ -133,8 +133,15 @@ class AwsBuilderSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> AwsBuilderSettings:
-        if (self.source_ami is None) == (self.source_ami_filter is None):
+    def _one_source(self, info: ValidationInfo) -> AwsBuilderSettings:
+        if isinstance(info.context, dict) and info.context.get("parent"):
+            # the spec's source.parent gives the source AMI (lineage.with_parents sets source_ami)
+            if self.source_ami is not None or self.source_ami_filter is not None:
+                raise ValueError(
+                    "the spec's source.parent is where this target starts: leave out source_ami and "
+                    "source_ami_filter"
+                )
+        elif (self.source_ami is None) == (self.source_ami_filter is None):
             raise ValueError("set exactly one of source_ami and source_ami_filter")
         return self
 

@@ -127,7 +127,11 @@ class LibvirtBuilder:
 
         # held (shared lock) until the resources unwind: old bases are removed only when unused
         resolved = resolve_source(
-            self.ctx.loaded, self.ctx.emit, self.ctx.cancel, resources=self.ctx.resources
+            self.ctx.loaded,
+            self.ctx.emit,
+            self.ctx.cancel,
+            resources=self.ctx.resources,
+            target=self.ctx.target,
         )
         self.base = resolved.path
         self.base_format = resolved.format

@@ -428,6 +428,14 @@ class Catalog:
             rows = session.scalars(_builds().where(Build.pruning.is_not(None)))
             return [BuildView.of(b) for b in rows if b.pruning]
 
+    def forget_channel_moves(self, spec_name: str, build_id: str) -> int:
+        """Delete the channel history entries of moves to a pruned build (moves from it to a
+        build that stays are kept); returns how many went."""
+        with self._transaction("forget the build's channel moves") as session:
+            moves_to = (ChannelMove.spec_name == spec_name, ChannelMove.to_build == build_id)
+            done = session.execute(delete(ChannelMove).where(*moves_to))
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
     def channel(self, spec_name: str, channel: str) -> ChannelView | None:
         with self._transaction("read the channel") as session:
             row = session.get(Channel, (spec_name, channel))

@@ -56,12 +56,22 @@ def resolve_source(
     cancel: threading.Event | None = None,
     *,
     resources: Resources | None = None,
+    target: str | None = None,
 ) -> ResolvedSource:
     """The image a build starts from. `cancel` (Ctrl-C, SIGTERM) ends a download or a
     bootstrap within moments. With `resources`, a bootstrap base is held (a shared lock,
     taken while it is still the current one) until they unwind, so removing old bases
-    never takes one a build's overlay is backed by."""
+    never takes one a build's overlay is backed by. `target`: whose parent image (a spec
+    with `source.parent`, resolved by lineage.with_parents) to start from."""
     source = loaded.spec.source
+    parent = loaded.parents.get(target) if target is not None else None
+    if parent is not None and parent.path is not None:  # lineage: the parent build's file
+        path = Path(parent.path)
+        if not path.is_file():
+            raise BuildError(f"{parent.ref}: the image file {path} of build {parent.build_id} is gone")
+        return ResolvedSource(path, image_format(path), {"kind": "image", "path": str(path)})
+    if source.parent is not None:
+        raise BuildError(f"source.parent {source.parent} was not resolved for target {target}")
     if source.image is not None and source.image.path is not None:
         path = (loaded.directory / source.image.path).resolve()
         if not path.is_file():

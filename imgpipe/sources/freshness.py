@@ -239,7 +239,7 @@ class BaseRefresh:
 def _uses_base(loaded: LoadedSpec) -> bool:
     """A spec builds on a bootstrap base when its source is one and some target does not
     start from an AMI (see identity.source_identity)."""
-    if loaded.spec.source.image is not None:
+    if loaded.spec.source.image is not None or loaded.spec.source.parent is not None:
         return False
     return any(
         not (hasattr(s, "source_ami") or hasattr(s, "source_ami_filter")) for s in loaded.targets.values()

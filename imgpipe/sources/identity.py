@@ -17,7 +17,8 @@ path or file name. Cheap: it never bootstraps, downloads or launches anything.
   source is resolved).
 - image: the file's sha256 (cached by filedigest; where the file lives does not count).
 - url: the checksum the spec pins (the URL is only where to fetch it).
-- ami: the AMI id: as given, or what the filter resolves to now."""
+- ami: the AMI id: as given, or what the filter resolves to now.
+- parent: the parent build's id and target (lineage), never the channel that named it."""
 
 from __future__ import annotations
 
@@ -122,6 +123,11 @@ def source_identity(
     spec's source. `resolve_ami(settings)` returns the id a filter matches now (it may
     raise, e.g. SpecError when nothing matches)."""
     settings = loaded.targets[target]
+    if loaded.spec.source.parent is not None:
+        parent = loaded.parents.get(target)
+        if parent is None:
+            raise ValueError("source_identity: resolve the spec's parent first (lineage.with_parents)")
+        return SourceIdentity("parent", parent.identity())
     if hasattr(settings, "source_ami") or hasattr(settings, "source_ami_filter"):
         return _ami(settings, resolve_ami)
     image = loaded.spec.source.image

@@ -37,6 +37,8 @@ class LoadedSpec:
     variables: dict[str, ResolvedVar] = field(default_factory=dict)
     used_variables: frozenset[str] = frozenset()  # names the spec's own fields interpolate
     warnings: tuple[str, ...] = ()  # for the CLI to show; loading never prints
+    # target -> lineage.ResolvedParent: what `source.parent` resolved to (lineage.with_parents)
+    parents: dict[str, Any] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -62,6 +64,7 @@ def _validate_plugins(
     names: Callable[[], list[str]],
     load: Callable[[str], Any],
     doc: Located,
+    context: dict[str, Any] | None = None,
 ) -> tuple[dict[str, BaseModel], list[str]]:
     """Validate each entry of a plugin section (targets: builders, publish: publishers)
     against the settings model of the plugin its `kind_key` names."""
@@ -77,7 +80,7 @@ def _validate_plugins(
             continue
         settings_model = load(kind).Settings
         try:
-            valid[name] = settings_model.model_validate(raw)
+            valid[name] = settings_model.model_validate(raw, context=context)
         except ValidationError as exc:
             problems += problems_from_validation(exc, doc, settings_model, where)
     return valid, problems
@@ -172,7 +175,7 @@ def parse_spec(
     except ValidationError as exc:
         raise _fail(problems_from_validation(exc, doc, Spec), path) from None
     targets, problems = _validate_plugins(
-        "targets", spec.targets, "builder", builder_names, builder_class, doc
+        "targets", spec.targets, "builder", builder_names, builder_class, doc, {"parent": spec.source.parent}
     )
     publish, steps, publish_problems = _validate_publish(spec, doc, targets)
     problems = _name_problems(spec, doc) + problems + publish_problems

@@ -107,11 +107,30 @@ class ImageSource(Strict):
 class Source(Strict):
     bootstrap: Bootstrap | None = Field(None, description="Build a Debian base with mmdebstrap.")
     image: ImageSource | None = Field(None, description="Start from an existing disk image.")
+    parent: str | None = Field(
+        None,
+        description="Start from an image imgpipe built, found in the catalog: 'NAME@CHANNEL', 'NAME@BUILD' "
+        "(a build id or a unique prefix) or 'NAME/TARGET@CHANNEL' when the parent spec has several "
+        "targets of the kind needed. A libvirt target starts from the parent's image file, an AWS target "
+        "from the parent's AMI in its region.",
+    )
+
+    @field_validator("parent")
+    @classmethod
+    def _parent_parses(cls, parent: str | None) -> str | None:
+        if parent is not None:
+            from imgpipe.lineage import parse_parent_ref
+
+            parse_parent_ref(parent)  # ValueError with what is wrong
+        return parent
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
-        if self.bootstrap is not None and self.image is not None:
-            raise ValueError("give either 'bootstrap' or 'image', not both")
+        given = [k for k in ("bootstrap", "image", "parent") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"give exactly one of 'bootstrap', 'image' or 'parent', not {' and '.join(given)}"
+            )
         return self
 
 
@@ -268,6 +287,28 @@ class Channels(Strict):
         return template
 
 
+class Retention(Strict):
+    """Which of this spec's builds `imgpipe prune` (and `imgpipe nightly`, after it bakes)
+    removes. A build a channel points at, the newest succeeded build of each target, a parent
+    of a kept build, an AMI in use in EC2 and anything tagged `imgpipe:keep=true` always stay."""
+
+    keep: int = Field(
+        5, ge=1, description="The newest succeeded builds always kept (besides the ones that must stay)."
+    )
+    max_age_days: int | None = Field(
+        None,
+        ge=0,
+        description="A build older than this and not among the `keep` newest is removed; unset: any "
+        "build beyond the `keep` newest is removed.",
+    )
+    deprecate_after_days: int | None = Field(
+        None,
+        ge=0,
+        description="AMIs of builds older than this get an EC2 deprecation time; when set, an AMI is "
+        "deleted only by a prune after the one that deprecated it (deprecate first, delete later).",
+    )
+
+
 class Spec(Strict):
     imgpipe: Literal[1] = Field(1, description="Spec format version.")
     name: str = Field(
@@ -286,6 +327,9 @@ class Spec(Strict):
     rebuild: Rebuild = Field(default_factory=Rebuild, description="Base staleness, failure limit (nightly).")
     channels: Channels = Field(
         default_factory=Channels, description="Where `imgpipe promote` makes channels visible (SSM path)."
+    )
+    retention: Retention | None = Field(
+        None, description="Which old builds `imgpipe prune` removes; without one, prune keeps every build."
     )
     publish: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

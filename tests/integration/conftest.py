@@ -46,6 +46,28 @@ def base_image(imgpipe_env):
 
 
 @pytest.fixture(scope="session")
+def web_build(imgpipe_env, base_image, tmp_path_factory):
+    """examples/web.yml baked once per run (README's command), recorded in a catalog of its
+    own (`catalog`): test_bake_web checks it, test_lineage builds a child on it."""
+    import json
+
+    before = base_image.stat()
+    out = tmp_path_factory.mktemp("web-out")
+    catalog = f"sqlite:///{tmp_path_factory.mktemp('web-catalog') / 'catalog.sqlite'}"
+    proc = run_imgpipe(imgpipe_env, "bake", "examples/web.yml", "--output", str(out), catalog_url=catalog)
+    assert proc.returncode == 0, f"bake failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    build = build_dir_from(proc.stdout)
+    after = base_image.stat()
+    return {
+        "dir": build,
+        "manifest": json.loads((build / "manifest.json").read_text()),
+        "base_unchanged": (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns),
+        "env": imgpipe_env,
+        "catalog": catalog,
+    }
+
+
+@pytest.fixture(scope="session")
 def outside_roles(tmp_path_factory):
     """Roles in a directory unrelated to this repository, as a team would have them."""
     roles = tmp_path_factory.mktemp("team-roles")
@@ -170,8 +192,11 @@ def test_catalog_for_subprocesses(request, private_catalog):
     env.pop("IMGPIPE_CATALOG", None)
 
 
-def run_imgpipe(env, *args, timeout=1500):
+def run_imgpipe(env, *args, timeout=1500, catalog_url=None):
+    """`imgpipe ARGS` with the test's own catalog, or `catalog_url` when given."""
     catalog = {"IMGPIPE_CATALOG": os.environ["IMGPIPE_CATALOG"]} if "IMGPIPE_CATALOG" in os.environ else {}
+    if catalog_url is not None:
+        catalog = {"IMGPIPE_CATALOG": catalog_url}
     return subprocess.run(
         [sys.executable, "-m", "imgpipe.cli", *args],
         env={**env, **catalog},  # the test's own catalog (tests/conftest.py)

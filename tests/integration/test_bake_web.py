@@ -1,32 +1,15 @@
 """examples/web.yml end to end: the README's bake command produces a qcow2 that
-boots on its own in plain qemu, serves nginx, and carries no build identity."""
+boots on its own in plain qemu, serves nginx, and carries no build identity. The bake is
+the session's `web_build` (tests/integration/conftest.py), shared with test_lineage."""
 
 import json
 import subprocess
-
-import pytest
 
 from imgpipe.capture import sha256_file
 from tests.conftest import REPO, write
 from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
 from tests.integration.imagefs import ImageFiles
 from tests.integration.vmboot import BootedImage
-
-
-@pytest.fixture(scope="module")
-def web_build(imgpipe_env, base_image, tmp_path_factory):
-    before = base_image.stat()
-    out = tmp_path_factory.mktemp("web-out")
-    proc = run_imgpipe(imgpipe_env, "bake", "examples/web.yml", "--output", str(out))
-    assert proc.returncode == 0, f"bake failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    build = build_dir_from(proc.stdout)
-    after = base_image.stat()
-    return {
-        "dir": build,
-        "manifest": json.loads((build / "manifest.json").read_text()),
-        "base_unchanged": (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns),
-        "env": imgpipe_env,
-    }
 
 
 def test_manifest_is_packer_shaped_with_imgpipe_fields(web_build):
