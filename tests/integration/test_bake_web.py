@@ -6,8 +6,7 @@ import json
 import subprocess
 
 from imgpipe.capture import sha256_file
-from tests.conftest import REPO, write
-from tests.integration.conftest import NOTHING, build_dir_from, leftovers, run_imgpipe
+from tests.integration.conftest import NOTHING, leftovers
 from tests.integration.imagefs import ImageFiles
 from tests.integration.vmboot import BootedImage
 
@@ -105,32 +104,3 @@ def test_the_sbom_lists_the_installed_packages_and_validates(web_build):
     assert components["nginx-light"]["purl"].startswith("pkg:deb/debian/nginx-light@")
     assert sbom["packages"] == len(components)
     assert f"{sha256_file(path)}  {sbom['file']}" in (web_build["dir"] / "SHA256SUMS").read_text()
-
-
-def test_diff_lists_a_package_added_to_the_example(web_build, tmp_path):
-    """Tonight's image has one more package than yesterday's: `imgpipe diff` says which."""
-    example = (REPO / "examples" / "web.yml").read_text()
-    spec = example.replace(
-        "verify:  # tests run on a fresh boot of the captured image, before it is published\n"
-        "  testinfra: [tests/test_web.py]\n",
-        "verify: {enabled: false}  # tested by the bake of the example itself\n",
-    ).replace("seal:\n", "  playbooks: [more.yml]\nseal:\n", 1)
-    write(tmp_path / "web.yml", spec)
-    write(
-        tmp_path / "more.yml",
-        "- hosts: all\n  become: true\n  tasks:\n"
-        "    - ansible.builtin.apt: {name: tree, install_recommends: false}\n",
-    )
-    proc = run_imgpipe(web_build["env"], "bake", str(tmp_path / "web.yml"), "--output", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    tonight = build_dir_from(proc.stdout)
-    text = run_imgpipe(web_build["env"], "diff", str(web_build["dir"]), str(tonight))
-    assert text.returncode == 0, text.stderr
-    added = [line for line in text.stdout.splitlines() if line.startswith("  + ")]
-    assert [line.split()[1] for line in added] == ["tree"], text.stdout
-    assert "inputs: spec" in text.stdout  # another spec file
-    as_json = json.loads(
-        run_imgpipe(web_build["env"], "diff", str(web_build["dir"]), str(tonight), "--json").stdout
-    )
-    assert [p["name"] for p in as_json["targets"]["local"]["added"]] == ["tree"]
-    assert as_json["targets"]["local"]["removed"] == [] and as_json["targets"]["local"]["upgraded"] == []

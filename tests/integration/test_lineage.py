@@ -2,7 +2,9 @@
 promoted to `stable`, a child spec with `source: {parent: web@stable}` adds a small role on
 top, and the child, booted on its own in plain qemu, serves nginx's page (the parent's
 layer) and the file its own role wrote (the child's layer). The catalog records the
-parent; `imgpipe show` prints the chain; `imgpipe status` says the child is up to date."""
+parent; `imgpipe show` prints the chain; `imgpipe status` says the child is up to date;
+`imgpipe diff` parent child lists exactly the package the child's role added (this bake
+is also the suite's test of diff on real images)."""
 
 import json
 import urllib.request
@@ -24,6 +26,8 @@ targets:
   local: {{builder: libvirt, memory_mb: 1024, cpus: 2, disk_gb: 8}}
 """
 MARKER_ROLE = """\
+- name: A package only the child has
+  ansible.builtin.apt: {name: tree, install_recommends: false}
 - name: A file only the child has, served by the parent's nginx
   ansible.builtin.copy:
     content: "child layer\\n"
@@ -61,6 +65,17 @@ def test_a_child_of_web_stable_carries_both_layers(web_build, tmp_path):
         "spec": "web",
         "status": "succeeded",
     }
+    text = run_imgpipe(env, "diff", str(web_build["dir"]), str(build), catalog_url=catalog)
+    assert text.returncode == 0, text.stderr
+    added = [line for line in text.stdout.splitlines() if line.startswith("  + ")]
+    assert [line.split()[1] for line in added] == ["tree"], text.stdout
+    assert "inputs: spec" in text.stdout  # another spec file
+    as_json = json.loads(
+        run_imgpipe(env, "diff", str(web_build["dir"]), str(build), "--json", catalog_url=catalog).stdout
+    )
+    assert [p["name"] for p in as_json["targets"]["local"]["added"]] == ["tree"]
+    assert as_json["targets"]["local"]["removed"] == [] and as_json["targets"]["local"]["upgraded"] == []
+
     status = run_imgpipe(env, "status", str(child), catalog_url=catalog)
     assert status.stdout.strip() == f"local: up to date with build {build.name}", (
         status.stdout + status.stderr
