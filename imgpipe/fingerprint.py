@@ -117,6 +117,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _spec_part(loaded: LoadedSpec) -> dict[str, str]:
     data = loaded.spec.model_dump(mode="json", exclude=_NOT_SPEC_INPUTS)
     data["provision"] = {k: v for k, v in data["provision"].items() if k not in _NOT_PROVISION_INPUTS}
+    data["provision"].get("ansible", {}).pop("verbosity", None)  # how much it logs, not what it makes
     return {key: "sha256:" + canonical_digest(value) for key, value in _flatten(data).items()}
 
 
@@ -158,6 +159,17 @@ def _seal_part(loaded: LoadedSpec) -> str | None:
     playbook = shipped_dir("playbooks") / "seal.yml"
     role = shipped_dir("roles") / "imgpipe_seal"
     return "sha256:" + canonical_digest({"playbook": file_entry(playbook), "role": tree_files(role)})
+
+
+def _ansible_cfg_part(loaded: LoadedSpec) -> dict[str, str]:
+    """The spec's ansible.cfg by content (it can change what the roles do); absent when the
+    spec has none, so specs without one keep the fingerprints they had."""
+    from imgpipe.ansible_options import config_file
+
+    config = config_file(loaded)
+    if config is None:
+        return {}
+    return {"ansible_cfg": file_entry(config) if config.is_file() else "missing"}
 
 
 def _versions() -> dict[str, str]:
@@ -221,6 +233,7 @@ def target_fingerprint(
         "requirements": _requirements_part(loaded),
         "installed": _installed_part(loaded),
         "seal": _seal_part(loaded),
+        **_ansible_cfg_part(loaded),
         **_versions(),
         "source": {"kind": source.kind, **source.identity},
         INFO: _info(loaded, source, target),

@@ -188,6 +188,7 @@ _SECTIONS: dict[str, Callable[[Any, Any], list[str]]] = {
     "requirements": _requirements,
     "installed": _installed,
     "seal": _seal,
+    "ansible_cfg": lambda o, n: [] if o == n else ["the spec's ansible.cfg changed"],
 }
 
 

@@ -407,3 +407,17 @@ def test_what_the_requirements_file_installs_is_an_input(project):
     after_git = fingerprint(project)
     (line,) = changed(after_local, after_git)
     assert line.startswith(f"requirements: git+file://{repo} git:") and "-> git:" in line
+
+
+def test_the_specs_ansible_cfg_is_an_input_and_verbosity_is_not(project):
+    before = fingerprint(project)
+    (project / "ansible.cfg").write_text("[defaults]\nforks = 2\n")
+    with_cfg = fingerprint(project)
+    assert changed(before, with_cfg) == ["the spec's ansible.cfg changed"]
+    (project / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
+    assert changed(with_cfg, fingerprint(project)) == ["the spec's ansible.cfg changed"]
+    unchanged = fingerprint(project)
+    edit_spec(project, lambda spec: spec["provision"].update(ansible={"verbosity": 3}))
+    assert fingerprint(project).digest == unchanged.digest
+    edit_spec(project, lambda spec: spec["provision"].update(ansible={"verbosity": 3, "tags": ["web"]}))
+    assert changed(unchanged, fingerprint(project)) == ["spec provision.ansible.tags: changed"]
