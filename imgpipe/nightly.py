@@ -240,7 +240,10 @@ def _due(run: SpecRun, loaded: LoadedSpec, catalog: Catalog, options: NightlyOpt
     last = state.nightly_checked_at if state else None
     if is_due(schedule, last, now):
         return True
-    run.why = f"not due: next at {next_due(schedule, now):%Y-%m-%d %H:%M %Z} ({schedule.cron})"
+    try:
+        run.why = f"not due: next at {next_due(schedule, now):%Y-%m-%d %H:%M %Z} ({schedule.cron})"
+    except Exception as exc:  # noqa: BLE001 - one spec's schedule never stops the others
+        run.why = f"not due: its schedule {schedule.cron!r} has no next time ({exc})"
     return False
 
 

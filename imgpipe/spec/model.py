@@ -241,6 +241,10 @@ class Schedule(Strict):
 
         if len(cron.split()) != 5 or not croniter.is_valid(cron):
             raise ValueError(f"{cron!r} is not a 5-field cron expression (minute hour day month weekday)")
+        try:  # valid, yet some never fire: 30 February; day 1 that is also the second Monday
+            croniter(cron).get_next()
+        except Exception:  # noqa: BLE001 - croniter's CroniterBadDateError and kin
+            raise ValueError(f"{cron!r} never fires: no date matches it") from None
         return cron
 
     @field_validator("timezone")

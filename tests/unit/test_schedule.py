@@ -111,6 +111,13 @@ def test_invalid_schedule_names_file_line_and_field(tmp_path):
         spec_schedule(path)
 
 
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 3 1 * mon#2"])
+def test_a_cron_that_never_fires_is_a_located_error(tmp_path, cron):
+    path = spec_file(tmp_path, f"schedule: {{cron: '{cron}'}}\n")
+    with pytest.raises(SpecError, match=r"spec.yml:3:\d+: schedule.cron: .* never fires"):
+        spec_schedule(path)
+
+
 @pytest.mark.parametrize(
     ("cron", "zone", "expected"),
     [
