@@ -14,6 +14,7 @@ from imgpipe.catalog import Catalog, open_catalog
 from imgpipe.channels import Mover
 from imgpipe.errors import PublishError
 from tests.aws.conftest import SOURCE_REGION, inject, plain, seed_ami
+from tests.aws.recorded import record_ami_build
 
 REGIONS = (SOURCE_REGION, "eu-west-1")
 PARAM = "/images/web/stable"
@@ -29,25 +30,7 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
 def ami_build(catalog: Catalog, build_id: str, status: str = "succeeded") -> dict[str, str]:
     """A recorded build of target `ec2` whose AMI exists in both regions; its AMI per region."""
     images = {region: seed_ami(region, f"web-{build_id}") for region in REGIONS}
-    catalog.start_build(build_id, "web", "/specs/web.yml", ["ec2"], imgpipe_version="0", ansible_core="0")
-    record = {
-        "artifact_id": ",".join(f"{r}:{ami}" for r, (ami, _) in images.items()),
-        "data": {
-            "images": [{"region": r, "image_id": ami, "snapshot_ids": s} for r, (ami, s) in images.items()]
-        },
-        "channels": {"ssm_parameter": "/images/{name}/{channel}"},
-    }
-    catalog.finish_target(
-        build_id,
-        "ec2",
-        status=status,
-        fingerprint=None,
-        fingerprint_parts={},
-        publish_fingerprint=None,
-        record=record,
-    )
-    catalog.finish_build(build_id, status)
-    return {region: ami for region, (ami, _) in images.items()}
+    return record_ami_build(catalog, build_id, images, status=status)
 
 
 def ssm_values() -> dict[str, str | None]:

@@ -22,6 +22,7 @@ from imgpipe.channels import Mover
 from imgpipe.retention import prune
 from tests.aws.conftest import REGIONS as ALL_REGIONS
 from tests.aws.conftest import SOURCE_REGION, plain, seed_ami, snapshots_of
+from tests.aws.recorded import record_ami_build
 from tests.catalog.conftest import execute
 from tests.conftest import IMGPIPE, REPO, write
 
@@ -69,24 +70,17 @@ def record_build(
     out: Path | None = None,
     parent: str | None = None,
 ) -> None:
-    parents = {"ec2": (parent, "ec2", f"web@{parent}")} if parent else None
-    catalog.start_build(
-        build_id, spec_name, str(spec), ["ec2"], imgpipe_version="0", ansible_core="0", parents=parents
-    )
-    record: dict[str, Any] = {
-        "data": {"images": [{"region": r, "image_id": a, "snapshot_ids": s} for r, (a, s) in images.items()]},
-        "output_dir": str(out) if out else None,
-    }
-    catalog.finish_target(
+    made_from = (parent, f"web@{parent}") if parent else None
+    record_ami_build(
+        catalog,
         build_id,
-        "ec2",
+        images,
+        spec=spec_name,
+        spec_path=str(spec),
         status=status,
-        fingerprint=None,
-        fingerprint_parts={},
-        publish_fingerprint=None,
-        record=record,
+        parent=made_from,
+        output_dir=str(out) if out else None,
     )
-    catalog.finish_build(build_id, status)
     when = (NOW - timedelta(days=days_old)).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     execute(url_of(catalog), "UPDATE build SET started_at = :t WHERE id = :i", t=when, i=build_id)
 

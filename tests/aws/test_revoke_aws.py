@@ -19,6 +19,7 @@ from imgpipe.channels import Mover
 from imgpipe.errors import SpecError
 from imgpipe.revoke import revoke
 from tests.aws.conftest import SOURCE_REGION, inject, plain, seed_ami, tags
+from tests.aws.recorded import record_ami_build
 
 REGIONS = (SOURCE_REGION, "eu-west-1")
 PARAM = "/images/web/stable"
@@ -46,28 +47,8 @@ def ami_build(
     """A recorded build of target `ec2` whose AMI exists in both regions (made from
     `parent`'s image when given); its AMI per region."""
     images = {region: seed_ami(region, f"{spec}-{build_id}") for region in REGIONS}
-    parents = {"ec2": (parent, "ec2", f"{parent}@stable")} if parent else None
-    catalog.start_build(
-        build_id, spec, f"/specs/{spec}.yml", ["ec2"], imgpipe_version="0", ansible_core="0", parents=parents
-    )
-    record = {
-        "artifact_id": ",".join(f"{r}:{ami}" for r, (ami, _) in images.items()),
-        "data": {
-            "images": [{"region": r, "image_id": ami, "snapshot_ids": s} for r, (ami, s) in images.items()]
-        },
-        "channels": {"ssm_parameter": "/images/{name}/{channel}"},
-    }
-    catalog.finish_target(
-        build_id,
-        "ec2",
-        status=status,
-        fingerprint=None,
-        fingerprint_parts={},
-        publish_fingerprint=None,
-        record=record,
-    )
-    catalog.finish_build(build_id, status)
-    return {region: ami for region, (ami, _) in images.items()}
+    made_from = (parent, f"{parent}@stable") if parent else None
+    return record_ami_build(catalog, build_id, images, spec=spec, status=status, parent=made_from)
 
 
 def ssm_values(param: str = PARAM) -> dict[str, str | None]:
