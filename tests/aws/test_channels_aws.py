@@ -213,3 +213,55 @@ def test_a_place_carries_the_profile_its_image_was_made_with(catalog):
     catalog.finish_build("b3", "succeeded")
     [place] = places_for(catalog.get("b3"), "stable")
     assert place["profile"] == "images-prod" and place["region"] == "eu-west-1"
+
+
+def test_kill_9_mid_move_then_the_next_command_puts_every_region_back(moto, aws_proxy, tmp_path):
+    """A real `imgpipe promote` killed (SIGKILL) after the first region took the new value:
+    `imgpipe channels`, the next command that touches the channel, reverts it everywhere."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import IMGPIPE, REPO
+
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    with open_catalog(url) as cat:
+        cat.claim_spec("web", "ci:/specs/web.yml")
+        first = ami_build(cat, "b1")
+        Mover(cat, AwsSession(AwsSettings(region=SOURCE_REGION))).promote("web", "b1", "stable")
+        second = ami_build(cat, "b2")
+    env = {
+        **os.environ,
+        "IMGPIPE_CATALOG": url,
+        "IMGPIPE_STATE_DIR": str(tmp_path / "state"),
+        "AWS_ENDPOINT_URL": aws_proxy.url,
+    }
+    hold = aws_proxy.hold("PutParameter", nth=2)  # the second region's write
+    promote = subprocess.Popen(
+        [*IMGPIPE, "promote", "web", "b2", "--channel", "stable"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert hold.arrived.wait(60), promote.communicate(timeout=5)
+        assert sorted(ssm_values().values()) == sorted([second[REGIONS[0]], first[REGIONS[1]]])  # halfway
+        os.kill(promote.pid, signal.SIGKILL)
+        promote.communicate(timeout=30)
+    finally:
+        if promote.poll() is None:
+            promote.kill()
+        hold.release()
+    assert promote.returncode == -signal.SIGKILL
+
+    listed = subprocess.run(
+        [*IMGPIPE, "channels", "web"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "stable: reverted the interrupted move to b2 (back at b1)" in listed.stderr
+    assert ssm_values() == first  # every region back at the old build
+    with open_catalog(url) as cat:
+        view = cat.channel("web", "stable")
+        assert view is not None and view.build_id == "b1" and view.pending is None
+        assert cat.channel_history("web", "stable")[0].outcome == "reverted"
