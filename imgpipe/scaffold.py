@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgpipe.errors import SpecError
+from imgpipe.sources.distros import default_suite, get_suite, suite_names
 from imgpipe.spec.schema import spec_json_schema
 
 FILES = {
@@ -15,14 +16,15 @@ FILES = {
 # Bake it: imgpipe bake image.yml      Check it: imgpipe validate image.yml
 imgpipe: 1
 name: {name}
-description: A Debian 12 image built from the roles in ./roles
+description: A Debian {version} image built from the roles in ./roles
 variables:
   motd:
     type: string
     default: Built by imgpipe
     description: Message of the day written by the 'base' role.
 source:
-  bootstrap: {{distro: debian, suite: bookworm}}
+  # suites: {suites} (default: {suite}, the current stable release)
+  bootstrap: {{distro: debian, suite: {suite}}}
 provision:
   roles:
     - role: base
@@ -77,7 +79,7 @@ def scaffold(directory: Path, name: str) -> Scaffolded:
             hint="choose an empty directory: imgpipe init DIR",
         )
     contents = {
-        directory / rel: text.format(name=name) if rel == "image.yml" else text for rel, text in FILES.items()
+        directory / rel: _spec_text(text, name) if rel == "image.yml" else text for rel, text in FILES.items()
     }
     contents[directory / SCHEMA_FILE] = json.dumps(spec_json_schema(), indent=2) + "\n"
     written: list[Path] = []
@@ -85,6 +87,17 @@ def scaffold(directory: Path, name: str) -> Scaffolded:
     for path, text in contents.items():
         (written if _write_new(path, text) else skipped).append(path)
     return Scaffolded(written, skipped)
+
+
+def _spec_text(template: str, name: str) -> str:
+    """The starter spec on the current stable suite, naming the others it could use."""
+    suite = default_suite("debian")
+    return template.format(
+        name=name,
+        suite=suite,
+        version=get_suite("debian", suite).version,
+        suites=", ".join(suite_names("debian")),
+    )
 
 
 def _write_new(path: Path, text: str) -> bool:

@@ -98,6 +98,56 @@ def _deb822(text: str) -> Iterator[AptSource]:
                 yield AptSource(uri.rstrip("/"), suite)
 
 
+# one-line options and the deb822 fields that say the same (sources.list(5))
+_DEB822_OPTIONS = {
+    "arch": "Architectures",
+    "lang": "Languages",
+    "target": "Targets",
+    "signed-by": "Signed-By",
+    "trusted": "Trusted",
+    "pdiffs": "PDiffs",
+    "by-hash": "By-Hash",
+    "check-valid-until": "Check-Valid-Until",
+}
+_ONE_LINE_FULL = re.compile(r"^(deb|deb-src)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)((?:\s+\S+)*)$")
+
+
+def to_deb822(text: str, *, signed_by: str | None = None) -> str | None:
+    """One-line sources (sources.list) in deb822 (a `.sources` file): one stanza per type,
+    URI, components and options, its suites in the order given. `signed_by` is the keyring
+    of stanzas that name none. None when a line cannot be said the same way in deb822 (an
+    option with no deb822 field, a -/+= option form): the caller keeps the one-line file."""
+    stanzas: dict[tuple[str, ...], list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _ONE_LINE_FULL.match(line)
+        if match is None:
+            return None
+        kind, options, uri, suite, components = match.groups()
+        fields: list[tuple[str, str]] = []
+        for option in (options or "").split():
+            name, eq, value = option.partition("=")
+            if not eq or name.endswith(("-", "+")) or name.lower() not in _DEB822_OPTIONS:
+                return None
+            fields.append((_DEB822_OPTIONS[name.lower()], value.replace(",", " ")))
+        if signed_by and not any(field == "Signed-By" for field, _ in fields):
+            fields.append(("Signed-By", signed_by))
+        key = (kind, uri, " ".join(components.split()), *(f"{f}: {v}" for f, v in fields))
+        suites = stanzas.setdefault(key, [])
+        if suite not in suites:
+            suites.append(suite)
+    if not stanzas:
+        return None
+    out = []
+    for (kind, uri, components, *fields), suites in stanzas.items():
+        lines = [f"Types: {kind}", f"URIs: {uri}", f"Suites: {' '.join(suites)}"]
+        lines += [f"Components: {components}"] if components else []
+        out.append("\n".join([*lines, *fields]) + "\n")
+    return "\n".join(out)
+
+
 def tree_sources(tree: Path) -> list[AptSource]:
     """Every (URI, suite) the tree's apt uses: /etc/apt/sources.list and sources.list.d's
     `*.list` (one-line format) and `*.sources` (deb822), in apt's order, each once."""

@@ -1,11 +1,13 @@
 """Bootstrap a bootable Debian base image without mounting anything.
 
 Cloud images cannot be downloaded here, so the base image is made from packages:
-mmdebstrap builds a root tree, mke2fs `-d` turns the tree into an ext4 filesystem
-written straight into a partition of a raw disk file (`-E offset=`), and GRUB's
-boot.img + core.img are written into the MBR gap by hand. No loop device, no mount,
-no grub-install. The result boots with plain SeaBIOS (no -kernel/-initrd), so the
-same image works under libvirt, plain qemu or a cloud import.
+mmdebstrap builds a root tree of one suite of imgpipe.sources.distros, mke2fs `-d` turns
+the tree into an ext4 filesystem written straight into a partition of a raw disk file
+(`-E offset=`), and the suite's own GRUB boot.img + core.img (made by its grub-mkimage in
+the tree, whose GRUB packages are then purged) are written into the MBR gap by hand. No
+loop device, no mount, no grub-install, no GRUB on the host. The result boots with plain
+SeaBIOS (no -kernel/-initrd), so the same image works under libvirt, plain qemu or a
+cloud import.
 """
 
 from __future__ import annotations
@@ -22,27 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imgpipe.errors import BuildError, run_command
-from imgpipe.sources.apt_release import recorded_releases, utc_iso
+from imgpipe.sources.apt_release import recorded_releases, to_deb822, utc_iso
+from imgpipe.sources.distros import Suite, UnknownSuite, default_suite, get_suite
+from imgpipe.sources.grub import grub_cfg, grub_hooks, grub_images, remove_grub_files, write_embed_config
+
+DEFAULT_SUITE = default_suite("debian")
 
 # Bump whenever the build steps or the files written into the tree change:
 # it is part of recipe_key, so cached base images are rebuilt.
-RECIPE_VERSION = 4
-
-BASE_PACKAGES: tuple[str, ...] = (
-    "openssh-server",
-    "python3",
-    "python3-apt",
-    "systemd-sysv",
-    "dbus",
-    "linux-image-cloud-amd64",
-    "cloud-init",
-    "cloud-guest-utils",
-    "fdisk",
-    "e2fsprogs",
-    "systemd-resolved",
-    "ca-certificates",
-    "sudo",
-)
+RECIPE_VERSION = 6  # 5: the suite's own GRUB; deb822 sources where the suite has them; 6: nss-myhostname
 
 # A slim base: dpkg path filters leave out what a machine image does not need. They live in the
 # base (/etc/dpkg/dpkg.cfg.d/imgpipe-slim), not in the seal, because there they also filter every
@@ -78,26 +68,6 @@ SLIM_CFG = "etc/dpkg/dpkg.cfg.d/imgpipe-slim"
 # (~50 MB) that nothing else in the base needs.
 MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr"
 
-# Embedded in core.img: the tree holds no GRUB modules, so everything needed to find
-# the root fs, read grub.cfg and boot Linux must be inside core.img.
-GRUB_MODULES: tuple[str, ...] = (
-    "biosdisk",
-    "part_msdos",
-    "ext2",
-    "search",
-    "search_fs_uuid",
-    "normal",
-    "configfile",
-    "linux",
-    "boot",
-    "echo",
-    "test",
-    "gzio",
-    "serial",
-    "terminal",
-    "minicmd",
-)
-GRUB_DIR = Path("/usr/lib/grub/i386-pc")
 PART_START = 1 << 20  # the partition starts at 1 MiB; core.img lives in sectors 1..2047
 SECTOR = 512
 
@@ -107,7 +77,7 @@ class BootstrapRecipe:
     """What goes into a bootstrapped base image (its cache key is recipe_key)."""
 
     distro: str = "debian"
-    suite: str = "bookworm"
+    suite: str = DEFAULT_SUITE
     extra_packages: tuple[str, ...] = ()
     disk_size_gb: int = 4  # virtual size of the base disk
     keep: tuple[str, ...] = ()  # SLIM_GROUPS the base keeps (docs, man_pages, locales)
@@ -137,8 +107,10 @@ def build_base_image(
     cancel: threading.Event | None = None,
 ) -> None:
     """Build a qcow2 at `dest` (atomically: temp name beside it, then rename)."""
-    if recipe.distro != "debian":
-        raise BuildError(f"bootstrap supports distro 'debian' only, not {recipe.distro!r}")
+    try:
+        suite = get_suite(recipe.distro, recipe.suite)
+    except UnknownSuite as exc:
+        raise BuildError(f"bootstrap: {exc}") from None
     if recipe.disk_size_gb < 2:
         raise BuildError("bootstrap disk_size_gb must be at least 2")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -147,22 +119,25 @@ def build_base_image(
     root_uuid = str(uuid.uuid4())
     try:
         remove_unmounted(tree)
+        remove_grub_files(workdir)  # a killed run's: never write another build's GRUB
         log(f"mmdebstrap {recipe.suite} into {tree}")
-        packages = sorted(set(BASE_PACKAGES) | set(recipe.extra_packages))
+        packages = sorted(set(suite.base_packages()) | set(recipe.extra_packages))
         # mmdebstrap writes these to the tree's dpkg.cfg.d/99mmdebstrap and applies them to the
         # essential packages it extracts itself, too; _name_slim_config renames the file.
         filters = slim_filters(recipe.keep)
+        embed = write_embed_config(workdir, root_uuid)
         run_command(
             [
                 "mmdebstrap",
                 "--variant=apt",
                 "--skip=cleanup/apt/lists",
-                f"--hook-dir={MERGED_USR_HOOK}",
+                *([f"--hook-dir={MERGED_USR_HOOK}"] if suite.merged_usr_hook else []),
                 *(f"--dpkgopt={rule}" for rule in filters),
                 "--include=" + ",".join(packages),
                 '--customize-hook=chroot "$1" systemctl enable systemd-networkd systemd-resolved',
                 # LVM snapshot reaper: no LVM here; it costs ~10 s of CPU at boot under TCG
                 '--customize-hook=chroot "$1" systemctl disable e2scrub_reap.service',
+                *grub_hooks(suite, embed, workdir),
                 recipe.suite,
                 str(tree),
             ],
@@ -170,12 +145,13 @@ def build_base_image(
             cancel=cancel,
         )
         log("customizing the tree")
-        _customize_tree(tree, root_uuid)
+        grub = grub_images(workdir)
+        _customize_tree(tree, root_uuid, suite)
         _name_slim_config(tree, filters)
         built_from = {"packages": installed_packages(tree / "var" / "lib" / "dpkg" / "status")}
         apt_sources = recorded_releases(tree)  # what nightly's freshness check compares with
         log(f"writing {recipe.disk_size_gb} GiB disk (ext4 from tree, GRUB in MBR)")
-        _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, workdir)
+        _make_disk(raw, tree, recipe.disk_size_gb << 30, root_uuid, grub)
         log(f"converting to qcow2 at {dest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         run_command(
@@ -189,6 +165,7 @@ def build_base_image(
     finally:
         remove_unmounted(tree)
         raw.unlink(missing_ok=True)
+        remove_grub_files(workdir)
 
 
 def installed_packages(status: Path) -> dict[str, str]:
@@ -263,7 +240,7 @@ def _symlink(link: Path, target: str) -> None:
 _HOSTKEY_UNIT = """\
 [Unit]
 Description=Generate SSH host keys if none were provided (imgpipe)
-After=cloud-init.service
+After=cloud-init.service cloud-init-network.service
 Before=ssh.service
 ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
 
@@ -277,9 +254,12 @@ WantedBy=ssh.service
 """
 
 
-def _customize_tree(tree: Path, root_uuid: str) -> None:
-    """First-boot-ready fix-ups: identity removed, networking and boot configured."""
+def _customize_tree(tree: Path, root_uuid: str, suite: Suite) -> None:
+    """First-boot-ready fix-ups: identity removed, networking and boot configured, apt
+    sources in the suite's own format."""
     etc = tree / "etc"
+    if suite.apt_sources == "deb822":
+        _deb822_sources(etc / "apt")
     _write(etc / "fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     _write(etc / "hostname", "localhost\n")
     # cloud-init's locale module would otherwise try (and fail) to set en_US.UTF-8.
@@ -312,7 +292,26 @@ def _customize_tree(tree: Path, root_uuid: str) -> None:
     _write(shadow, "\n".join(lines) + "\n", 0o640)
     # Lists are kept: mark them fresh for Ansible's apt cache_valid_time.
     _write(tree / "var/lib/apt/periodic/update-success-stamp", "")
-    _write(tree / "boot/grub/grub.cfg", _grub_cfg(tree, root_uuid))
+    _write(tree / "boot/grub/grub.cfg", grub_cfg(tree, root_uuid))
+
+
+# apt's default keyring on Debian, what its installer names in Signed-By
+_ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def _deb822_sources(apt: Path) -> None:
+    """mmdebstrap's one-line sources.list becomes sources.list.d/debian.sources, as the
+    suite's installer writes it (the same URIs and suites: apt's lists keep their names).
+    Left as it is when a line has options deb822 could not say the same way."""
+    listed = apt / "sources.list"
+    if not listed.is_file():
+        return
+    keyring = _ARCHIVE_KEYRING if (apt.parent.parent / _ARCHIVE_KEYRING.lstrip("/")).is_file() else None
+    text = to_deb822(listed.read_text(), signed_by=keyring)
+    if text is None:
+        return
+    _write(apt / "sources.list.d" / "debian.sources", text)
+    listed.unlink()
 
 
 _SLIM_HEADER = """\
@@ -341,25 +340,9 @@ def _name_slim_config(tree: Path, filters: list[str]) -> None:
             (tree / f"usr/share/man/man{section}").mkdir(parents=True, exist_ok=True)
 
 
-def _grub_cfg(tree: Path, root_uuid: str) -> str:
-    """grub.cfg booting /vmlinuz (kept current by the kernel's postinst symlinks)."""
-    kernel, initrd = "/vmlinuz", "/initrd.img"
-    if not (tree / "vmlinuz").is_symlink():  # no symlinks: point at the newest files
-        kernel = "/boot/" + sorted(p.name for p in (tree / "boot").glob("vmlinuz-*"))[-1]
-        initrd = "/boot/" + sorted(p.name for p in (tree / "boot").glob("initrd.img-*"))[-1]
-    return (
-        "serial --unit=0 --speed=115200\n"
-        "terminal_input serial console\nterminal_output serial console\n"
-        "set default=0\nset timeout=0\n"
-        "menuentry 'Debian GNU/Linux' {\n"
-        f"  linux {kernel} root=UUID={root_uuid} ro console=tty0 console=ttyS0,115200\n"
-        f"  initrd {initrd}\n"
-        "}\n"
-    )
-
-
-def _make_disk(raw: Path, tree: Path, size: int, root_uuid: str, workdir: Path) -> None:
-    """Partition a sparse raw file, fill the partition from the tree, write GRUB."""
+def _make_disk(raw: Path, tree: Path, size: int, root_uuid: str, grub: tuple[Path, Path]) -> None:
+    """Partition a sparse raw file, fill the partition from the tree, write GRUB's
+    (boot.img, core.img) into the MBR and the gap after it."""
     remove_unmounted(raw)
     with raw.open("wb") as f:
         f.truncate(size)
@@ -393,34 +376,14 @@ def _make_disk(raw: Path, tree: Path, size: int, root_uuid: str, workdir: Path) 
         ],
         timeout=600,
     )
-    embed = workdir / "grub-embed.cfg"
-    _write(embed, f"search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n")
-    core = workdir / "core.img"
-    run_command(
-        [
-            "grub-mkimage",
-            "-O",
-            "i386-pc",
-            "-d",
-            str(GRUB_DIR),
-            "-o",
-            str(core),
-            "-c",
-            str(embed),
-            "-p",
-            "/boot/grub",
-            *GRUB_MODULES,
-        ]
-    )
+    boot_img, core = grub
     core_bytes = core.read_bytes()
     if len(core_bytes) > PART_START - SECTOR:
         raise BuildError(f"GRUB core.img is {len(core_bytes)} bytes: too big for the MBR gap")
-    boot = (GRUB_DIR / "boot.img").read_bytes()
+    boot = boot_img.read_bytes()
     # boot.img loads sector 1 (its default kernel sector); diskboot.img, the first
     # sector of core.img, loads the rest from sector 2 on (its default blocklist).
     with raw.open("r+b") as f:
         f.write(boot[:440])  # keep disk signature and partition table (bytes 440..511)
         f.seek(SECTOR)
         f.write(core_bytes)
-    core.unlink()
-    embed.unlink()

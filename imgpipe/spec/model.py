@@ -7,7 +7,9 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from imgpipe.sources.distros import default_suite, get_suite, suite_names
 
 
 class Strict(BaseModel):
@@ -74,7 +76,12 @@ class Variable(Strict):
 
 class Bootstrap(Strict):
     distro: Literal["debian"] = Field("debian", description="Distribution to bootstrap.")
-    suite: Literal["bookworm"] = Field("bookworm", description="Distribution release.")
+    suite: str = Field(
+        default_suite("debian"),
+        description="Distribution release, one of the suites imgpipe knows (imgpipe.sources.distros): "
+        f"{', '.join(suite_names('debian'))}. Default: the current stable release.",
+        json_schema_extra={"enum": list(suite_names("debian"))},
+    )
     packages: tuple[str, ...] = Field((), description="Extra packages baked into the base.")
     disk_gb: int = Field(4, ge=2, le=64, description="Virtual size of the base disk in GiB.")
     keep: tuple[Literal["docs", "man_pages", "locales"], ...] = Field(
@@ -84,6 +91,12 @@ class Bootstrap(Strict):
         "English). The base's dpkg path filters apply to the packages roles install too; a different "
         "`keep` is a different cached base.",
     )
+
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, suite: str, info: ValidationInfo) -> str:
+        get_suite(info.data.get("distro", "debian"), suite)  # UnknownSuite (a ValueError) lists the known
+        return suite
 
 
 class ImageSource(Strict):
