@@ -27,7 +27,8 @@ targets:
 """
 MARKER_ROLE = """\
 - name: A package only the child has
-  ansible.builtin.apt: {name: tree, install_recommends: false}
+  # the parent image carries no apt lists (its seal leaves none): fetch them, as a team would
+  ansible.builtin.apt: {name: tree, install_recommends: false, update_cache: true}
 - name: A file only the child has, served by the parent's nginx
   ansible.builtin.copy:
     content: "child layer\\n"
